@@ -1,0 +1,174 @@
+package protocol
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/swarmgen/swarmgen/protocol/pb"
+)
+
+// Reasons an ad is rejected. Each is a sentinel so that callers can count
+// rejections by kind (errors.Is).
+var (
+	ErrAdOversized = errors.New("ad oversized")
+	ErrAdMalformed = errors.New("ad malformed")
+	ErrAdSignature = errors.New("ad signature invalid")
+	ErrAdWrongPeer = errors.New("ad peer does not match sender")
+	ErrAdVersion   = errors.New("ad version unsupported")
+	ErrAdWrongPool = errors.New("ad for another pool")
+	ErrAdFuture    = errors.New("ad timestamp in the future")
+	ErrAdExpired   = errors.New("ad expired")
+	ErrAdBadValue  = errors.New("ad value out of range")
+)
+
+// AdReasons lists the rejection sentinels in a stable order, for metrics.
+var AdReasons = []error{ErrAdOversized, ErrAdMalformed, ErrAdSignature, ErrAdWrongPeer,
+	ErrAdVersion, ErrAdWrongPool, ErrAdFuture, ErrAdExpired, ErrAdBadValue}
+
+// Bounds on advertised values; anything outside is hostile or broken.
+const (
+	MaxClockSkew = 30 * time.Second
+	MinAdTTL     = time.Second
+	MaxAdTTL     = 10 * time.Minute
+	maxCPUMillis = 1 << 24 // 16k cores
+	maxBytes     = 1 << 56 // 64 PiB
+	maxSlots     = 1 << 16
+)
+
+// SignAd marshals ad and signs it with key.
+func SignAd(key crypto.PrivKey, ad *pb.CapacityAd) (*pb.SignedAd, error) {
+	b, err := proto.Marshal(ad)
+	if err != nil {
+		return nil, fmt.Errorf("marshal ad: %w", err)
+	}
+	sig, err := sign(key, domainAd, b)
+	if err != nil {
+		return nil, err
+	}
+	return &pb.SignedAd{Ad: b, Signature: sig}, nil
+}
+
+// MarshalSignedAd returns the bytes that travel on the capacity topic.
+func MarshalSignedAd(s *pb.SignedAd) ([]byte, error) { return proto.Marshal(s) }
+
+// DecodeAd decodes and fully validates the bytes of a SignedAd received from
+// the network. from, when not empty, is the peer that published it on
+// GossipSub and must be the advertiser. now is the receiver's clock.
+func DecodeAd(data []byte, from peer.ID, pool string, now time.Time) (*pb.CapacityAd, peer.ID, error) {
+	if len(data) > MaxAdSize {
+		return nil, "", fmt.Errorf("%w: %d bytes, limit %d", ErrAdOversized, len(data), MaxAdSize)
+	}
+	var s pb.SignedAd
+	if err := proto.Unmarshal(data, &s); err != nil {
+		return nil, "", fmt.Errorf("%w: %v", ErrAdMalformed, err)
+	}
+	return VerifyAd(&s, from, pool, now)
+}
+
+// VerifyAd validates an already decoded SignedAd; see DecodeAd.
+func VerifyAd(s *pb.SignedAd, from peer.ID, pool string, now time.Time) (*pb.CapacityAd, peer.ID, error) {
+	if s == nil || len(s.Ad) == 0 || len(s.Signature) == 0 {
+		return nil, "", fmt.Errorf("%w: empty ad or signature", ErrAdMalformed)
+	}
+	if len(s.Ad)+len(s.Signature) > MaxAdSize {
+		return nil, "", fmt.Errorf("%w: %d bytes, limit %d", ErrAdOversized, len(s.Ad)+len(s.Signature), MaxAdSize)
+	}
+	var ad pb.CapacityAd
+	if err := proto.Unmarshal(s.Ad, &ad); err != nil {
+		return nil, "", fmt.Errorf("%w: %v", ErrAdMalformed, err)
+	}
+	if ad.Version != Version {
+		return nil, "", fmt.Errorf("%w: version %d, want %d", ErrAdVersion, ad.Version, Version)
+	}
+	pid, err := peer.IDFromBytes(ad.PeerId)
+	if err != nil {
+		return nil, "", fmt.Errorf("%w: peer_id: %v", ErrAdMalformed, err)
+	}
+	if from != "" && from != pid {
+		return nil, "", fmt.Errorf("%w: ad names %s, sent by %s", ErrAdWrongPeer, pid, from)
+	}
+	if err := verify(pid, domainAd, s.Ad, s.Signature); err != nil {
+		return nil, "", fmt.Errorf("%w: %v", ErrAdSignature, err)
+	}
+	if ad.Pool != pool {
+		return nil, "", fmt.Errorf("%w: %q, this node is in %q", ErrAdWrongPool, ad.Pool, pool)
+	}
+	if err := checkAdValues(&ad); err != nil {
+		return nil, "", err
+	}
+	ts := time.UnixMilli(ad.TimestampMs)
+	if ts.After(now.Add(MaxClockSkew)) {
+		return nil, "", fmt.Errorf("%w: %s ahead of this node's clock", ErrAdFuture, ts.Sub(now).Round(time.Millisecond))
+	}
+	if !ts.Add(time.Duration(ad.TtlMs) * time.Millisecond).After(now) {
+		return nil, "", fmt.Errorf("%w: signed %s ago with ttl %dms", ErrAdExpired, now.Sub(ts).Round(time.Millisecond), ad.TtlMs)
+	}
+	return &ad, pid, nil
+}
+
+func badValue(field string, v any) error {
+	return fmt.Errorf("%w: %s = %v", ErrAdBadValue, field, v)
+}
+
+func inRange(v, max int64) bool { return v >= 0 && v <= max }
+
+func checkAdValues(ad *pb.CapacityAd) error {
+	ttl := time.Duration(ad.TtlMs) * time.Millisecond
+	if ttl < MinAdTTL || ttl > MaxAdTTL {
+		return badValue("ttl_ms", ad.TtlMs)
+	}
+	if ad.Seq == 0 {
+		return badValue("seq", ad.Seq)
+	}
+	if ad.Capacity == nil {
+		return badValue("capacity", "missing")
+	}
+	c := ad.Capacity
+	switch {
+	case !inRange(c.CpuMillis, maxCPUMillis):
+		return badValue("capacity.cpu_millis", c.CpuMillis)
+	case !inRange(c.MemoryTotal, maxBytes):
+		return badValue("capacity.memory_total", c.MemoryTotal)
+	case !inRange(c.MemoryFree, maxBytes):
+		return badValue("capacity.memory_free", c.MemoryFree)
+	case !inRange(c.DiskFree, maxBytes):
+		return badValue("capacity.disk_free", c.DiskFree)
+	case len(c.Gpus) > MaxGPUsPerNode:
+		return badValue("capacity.gpus", len(c.Gpus))
+	}
+	for i, g := range c.Gpus {
+		if !inRange(g.Memory, maxBytes) {
+			return badValue(fmt.Sprintf("capacity.gpus[%d].memory", i), g.Memory)
+		}
+		if len(g.Name) > MaxStringField || len(g.Uuid) > MaxStringField {
+			return badValue(fmt.Sprintf("capacity.gpus[%d].name", i), "too long")
+		}
+	}
+	if l := ad.Load; l != nil {
+		if !inRange(int64(l.Running), maxSlots) || !inRange(int64(l.Queued), maxSlots) || !inRange(int64(l.Slots), maxSlots) {
+			return badValue("load", fmt.Sprintf("running=%d queued=%d slots=%d", l.Running, l.Queued, l.Slots))
+		}
+	}
+	if p := ad.Price; p != nil && (p.PerTaskMicros < 0 || p.PerSecondMicros < 0) {
+		return badValue("price", fmt.Sprintf("per_task=%d per_second=%d", p.PerTaskMicros, p.PerSecondMicros))
+	}
+	for name, list := range map[string][]string{"executors": ad.Executors, "warm_models": ad.WarmModels, "templates": ad.Templates} {
+		if len(list) > MaxListField {
+			return badValue(name, len(list))
+		}
+		for _, s := range list {
+			if s == "" || len(s) > MaxStringField {
+				return badValue(name, "empty or too long entry")
+			}
+		}
+	}
+	if len(ad.Labels) > MaxLabels {
+		return badValue("labels", len(ad.Labels))
+	}
+	return nil
+}
