@@ -32,6 +32,13 @@ var (
 	ErrOutputTooBig = errors.New("task output over limit")
 	ErrUnavailable  = errors.New("executor unavailable")
 	ErrNoImage      = errors.New("image not present")
+	// ErrInvalidTask: the task cannot be run as given (bad ids, empty
+	// command, malformed env or params); nothing was started.
+	ErrInvalidTask = errors.New("invalid task")
+	// ErrBadOutput: output/ holds something other than regular files and
+	// directories (a symlink, a device, a fifo); such output is rejected,
+	// not skipped, so nothing outside the task dir can be exported.
+	ErrBadOutput = errors.New("task output invalid")
 )
 
 // Resources a task asks for; zero means "no limit / none".
