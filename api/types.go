@@ -13,6 +13,8 @@ type Error struct {
 	Message string `json:"error"`
 	// Field is the JSON path of the offending field of a request body, if any.
 	Field string `json:"field,omitempty"`
+	// StatusCode is the HTTP status the error came with (client side only).
+	StatusCode int `json:"-"`
 }
 
 func (e *Error) Error() string {

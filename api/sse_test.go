@@ -1,0 +1,91 @@
+package api
+
+import (
+	"errors"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+func collect(t *testing.T, in string) ([]Event, error) {
+	t.Helper()
+	var got []Event
+	err := ReadEvents(strings.NewReader(in), func(e Event) error {
+		got = append(got, e)
+		return nil
+	})
+	return got, err
+}
+
+func TestReadEvents(t *testing.T) {
+	cases := []struct {
+		name  string
+		in    string
+		want  []string // "type/status/seq"
+		isErr bool
+	}{
+		{"lf", "event: job\ndata: {\"seq\":1,\"status\":\"running\"}\n\n", []string{"job/running/1"}, false},
+		{"crlf", "event: job\r\ndata: {\"seq\":1}\r\n\r\n", []string{"job//1"}, false},
+		{"cr", "event: job\rdata: {\"seq\":1}\r\r", []string{"job//1"}, false},
+		{"bom+comment", "\ufeff: hi\ndata: {\"type\":\"task\",\"seq\":2}\n\n", []string{"task//2"}, false},
+		{"json type wins", "event: job\ndata: {\"type\":\"task\"}\n\n", []string{"task//0"}, false},
+		{"message name ignored", "event: message\ndata: {}\n\n", []string{"//0"}, false},
+		{"no space after colon", "event:log\ndata:{\"seq\":9}\n\n", []string{"log//9"}, false},
+		{"blank lines only", "\n\n\n", nil, false},
+		{"unterminated dropped", "data: {\"seq\":1}", nil, false},
+		{"field without colon", "data\n\n", nil, true}, // data is "" → not JSON
+		{"bad json", "data: {nope\n\n", nil, true},
+		{"too long line", "data: " + strings.Repeat("x", MaxSSELine+10) + "\n\n", nil, true},
+		{"two events", "data: {\"seq\":1}\n\ndata: {\"seq\":2}\n\n", []string{"//1", "//2"}, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := collect(t, tc.in)
+			if (err != nil) != tc.isErr {
+				t.Fatalf("err = %v, want error %v", err, tc.isErr)
+			}
+			var s []string
+			for _, e := range got {
+				s = append(s, e.Type+"/"+e.Status+"/"+strconv.FormatUint(e.Seq, 10))
+			}
+			if strings.Join(s, ",") != strings.Join(tc.want, ",") {
+				t.Fatalf("events %v, want %v", s, tc.want)
+			}
+		})
+	}
+}
+
+func TestReadEventsEventSizeLimit(t *testing.T) {
+	// Many short data lines that add up past MaxSSEEvent.
+	line := "data: " + strings.Repeat("x", 1000) + "\n"
+	in := strings.Repeat(line, MaxSSEEvent/1000+2) + "\n"
+	_, err := collect(t, in)
+	if !errors.Is(err, ErrSSETooLarge) {
+		t.Fatalf("err = %v, want ErrSSETooLarge", err)
+	}
+	_, err = collect(t, "data: "+strings.Repeat("x", MaxSSELine+10)+"\n\n")
+	if !errors.Is(err, ErrSSETooLarge) {
+		t.Fatalf("long line err = %v, want ErrSSETooLarge", err)
+	}
+}
+
+func FuzzSSE(f *testing.F) {
+	f.Add([]byte("event: job\ndata: {\"seq\":1,\"status\":\"running\"}\n\n"))
+	f.Add([]byte("event: task\r\ndata: {\"taskId\":\"t\"}\r\n\r\n: c\r\r"))
+	f.Add([]byte("\ufeffdata: {\n\ndata:\"x\"\n\nid: 1\nretry: 5\n\n"))
+	f.Add([]byte("data: {\"progress\":1e400}\n\n"))
+	f.Fuzz(func(t *testing.T, in []byte) {
+		n := 0
+		err := ReadEvents(strings.NewReader(string(in)), func(e Event) error {
+			n++
+			if len(e.Message) > MaxSSEEvent || len(e.TaskID) > MaxSSEEvent {
+				t.Fatalf("event larger than the limit: %d", len(e.Message))
+			}
+			return nil
+		})
+		if n > len(in)/2+1 {
+			t.Fatalf("%d events from %d bytes", n, len(in))
+		}
+		_ = err // any error is fine; no panic, no hang
+	})
+}
