@@ -68,8 +68,8 @@ type parser struct {
 	spec *Spec
 	// what the body set explicitly, for defaults and cross-field checks
 	setTimeout, setTaskTimeout, setAttempts, setGPU bool
-	setReplicas, setType                           bool
-	sawTemplateKey                                 bool
+	setReplicas, setType                            bool
+	sawTemplateKey                                  bool
 }
 
 var topKeys = []string{"templateID", "dataSource", "dataDestination", "params", "resources",

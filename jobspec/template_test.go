@@ -74,14 +74,14 @@ func TestLoadDir(t *testing.T) {
 		t.Fatalf("loaded = %+v", tm)
 	}
 	bad := map[string]string{
-		`{"id": "x", "app": {"kind": "process"}}`:                                                                           "app.command",
-		`{"id": "x", "app": {"kind": "vm", "image": "a"}}`:                                                                  "app.kind",
+		`{"id": "x", "app": {"kind": "process"}}`:          "app.command",
+		`{"id": "x", "app": {"kind": "vm", "image": "a"}}`: "app.kind",
 		`{"id": "x", "app": {"kind": "docker", "image": "a"}, "params": [{"name": "n", "type": "int", "default": "two"}]}`:   "params[0].default",
 		`{"id": "x", "app": {"kind": "docker", "image": "a"}, "params": [{"name": "n", "type": "float"}]}`:                   "params[0].type",
-		`{"id": "x", "app": {"kind": "docker", "image": "a"}, "bogus": 1}`:                                                  "bogus",
-		`{"id": "x", "app": {"kind": "docker", "image": "a"}, "modelParam": "m"}`:                                           "modelParam",
-		`{"id": "X Y", "app": {"kind": "docker", "image": "a"}}`:                                                            "id",
-		`{"id": "x", "aliases": ["sd"], "app": {"kind": "docker", "image": "a"}}`:                                           "already an alias",
+		`{"id": "x", "app": {"kind": "docker", "image": "a"}, "bogus": 1}`:                                                   "bogus",
+		`{"id": "x", "app": {"kind": "docker", "image": "a"}, "modelParam": "m"}`:                                            "modelParam",
+		`{"id": "X Y", "app": {"kind": "docker", "image": "a"}}`:                                                             "id",
+		`{"id": "x", "aliases": ["sd"], "app": {"kind": "docker", "image": "a"}}`:                                            "already an alias",
 		`{"id": "x", "app": {"kind": "docker", "image": "a"}, "params": [{"name": "a", "type": "int", "min": 5, "max": 1}]}`: "params[0].min",
 	}
 	for body, want := range bad {
