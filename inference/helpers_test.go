@@ -106,7 +106,6 @@ func processAlive(pid int) bool {
 
 func itoa(n int) string { return strconv.Itoa(n) }
 
-
 // waitDead waits up to d for pid to die.
 func waitDead(pid int, d time.Duration) bool {
 	deadline := time.Now().Add(d)
