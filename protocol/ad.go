@@ -56,59 +56,67 @@ func SignAd(key crypto.PrivKey, ad *pb.CapacityAd) (*pb.SignedAd, error) {
 // MarshalSignedAd returns the bytes that travel on the capacity topic.
 func MarshalSignedAd(s *pb.SignedAd) ([]byte, error) { return proto.Marshal(s) }
 
+// VerifiedAd is an ad that passed every check, with the signed form kept
+// for relaying.
+type VerifiedAd struct {
+	Ad     *pb.CapacityAd
+	Signed *pb.SignedAd
+	Peer   peer.ID
+}
+
 // DecodeAd decodes and fully validates the bytes of a SignedAd received from
 // the network. from, when not empty, is the peer that published it on
 // GossipSub and must be the advertiser. now is the receiver's clock.
-func DecodeAd(data []byte, from peer.ID, pool string, now time.Time) (*pb.CapacityAd, peer.ID, error) {
+func DecodeAd(data []byte, from peer.ID, pool string, now time.Time) (*VerifiedAd, error) {
 	if len(data) > MaxAdSize {
-		return nil, "", fmt.Errorf("%w: %d bytes, limit %d", ErrAdOversized, len(data), MaxAdSize)
+		return nil, fmt.Errorf("%w: %d bytes, limit %d", ErrAdOversized, len(data), MaxAdSize)
 	}
 	var s pb.SignedAd
 	if err := proto.Unmarshal(data, &s); err != nil {
-		return nil, "", fmt.Errorf("%w: %v", ErrAdMalformed, err)
+		return nil, fmt.Errorf("%w: %v", ErrAdMalformed, err)
 	}
 	return VerifyAd(&s, from, pool, now)
 }
 
 // VerifyAd validates an already decoded SignedAd; see DecodeAd.
-func VerifyAd(s *pb.SignedAd, from peer.ID, pool string, now time.Time) (*pb.CapacityAd, peer.ID, error) {
+func VerifyAd(s *pb.SignedAd, from peer.ID, pool string, now time.Time) (*VerifiedAd, error) {
 	if s == nil || len(s.Ad) == 0 || len(s.Signature) == 0 {
-		return nil, "", fmt.Errorf("%w: empty ad or signature", ErrAdMalformed)
+		return nil, fmt.Errorf("%w: empty ad or signature", ErrAdMalformed)
 	}
 	if len(s.Ad)+len(s.Signature) > MaxAdSize {
-		return nil, "", fmt.Errorf("%w: %d bytes, limit %d", ErrAdOversized, len(s.Ad)+len(s.Signature), MaxAdSize)
+		return nil, fmt.Errorf("%w: %d bytes, limit %d", ErrAdOversized, len(s.Ad)+len(s.Signature), MaxAdSize)
 	}
 	var ad pb.CapacityAd
 	if err := proto.Unmarshal(s.Ad, &ad); err != nil {
-		return nil, "", fmt.Errorf("%w: %v", ErrAdMalformed, err)
+		return nil, fmt.Errorf("%w: %v", ErrAdMalformed, err)
 	}
 	if ad.Version != Version {
-		return nil, "", fmt.Errorf("%w: version %d, want %d", ErrAdVersion, ad.Version, Version)
+		return nil, fmt.Errorf("%w: version %d, want %d", ErrAdVersion, ad.Version, Version)
 	}
 	pid, err := peer.IDFromBytes(ad.PeerId)
 	if err != nil {
-		return nil, "", fmt.Errorf("%w: peer_id: %v", ErrAdMalformed, err)
+		return nil, fmt.Errorf("%w: peer_id: %v", ErrAdMalformed, err)
 	}
 	if from != "" && from != pid {
-		return nil, "", fmt.Errorf("%w: ad names %s, sent by %s", ErrAdWrongPeer, pid, from)
+		return nil, fmt.Errorf("%w: ad names %s, sent by %s", ErrAdWrongPeer, pid, from)
 	}
 	if err := verify(pid, domainAd, s.Ad, s.Signature); err != nil {
-		return nil, "", fmt.Errorf("%w: %v", ErrAdSignature, err)
+		return nil, fmt.Errorf("%w: %v", ErrAdSignature, err)
 	}
 	if ad.Pool != pool {
-		return nil, "", fmt.Errorf("%w: %q, this node is in %q", ErrAdWrongPool, ad.Pool, pool)
+		return nil, fmt.Errorf("%w: %q, this node is in %q", ErrAdWrongPool, ad.Pool, pool)
 	}
 	if err := checkAdValues(&ad); err != nil {
-		return nil, "", err
+		return nil, err
 	}
 	ts := time.UnixMilli(ad.TimestampMs)
 	if ts.After(now.Add(MaxClockSkew)) {
-		return nil, "", fmt.Errorf("%w: %s ahead of this node's clock", ErrAdFuture, ts.Sub(now).Round(time.Millisecond))
+		return nil, fmt.Errorf("%w: %s ahead of this node's clock", ErrAdFuture, ts.Sub(now).Round(time.Millisecond))
 	}
 	if !ts.Add(time.Duration(ad.TtlMs) * time.Millisecond).After(now) {
-		return nil, "", fmt.Errorf("%w: signed %s ago with ttl %dms", ErrAdExpired, now.Sub(ts).Round(time.Millisecond), ad.TtlMs)
+		return nil, fmt.Errorf("%w: signed %s ago with ttl %dms", ErrAdExpired, now.Sub(ts).Round(time.Millisecond), ad.TtlMs)
 	}
-	return &ad, pid, nil
+	return &VerifiedAd{Ad: &ad, Signed: s, Peer: pid}, nil
 }
 
 func badValue(field string, v any) error {

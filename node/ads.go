@@ -1,0 +1,197 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/swarmgen/swarmgen/api"
+	"github.com/swarmgen/swarmgen/protocol"
+	"github.com/swarmgen/swarmgen/protocol/pb"
+)
+
+// selfAd is the node's own latest signed ad.
+type selfAd struct {
+	seq    uint64
+	ad     *pb.CapacityAd
+	signed *pb.SignedAd
+	data   []byte
+}
+
+func (n *Node) selfAd() *selfAd {
+	n.adMu.Lock()
+	defer n.adMu.Unlock()
+	return n.self
+}
+
+// SetLoadFunc sets how the node reads its current load for ads.
+func (n *Node) SetLoadFunc(f func() api.Load) {
+	n.adMu.Lock()
+	n.loadFn = f
+	n.adMu.Unlock()
+}
+
+// SetWarmFunc sets how the node reads its warm models for ads.
+func (n *Node) SetWarmFunc(f func() []string) {
+	n.adMu.Lock()
+	n.warmFn = f
+	n.adMu.Unlock()
+}
+
+// AdChanged asks for an ad to be published soon (coalesced), e.g. when the
+// load or the warm models changed.
+func (n *Node) AdChanged() {
+	select {
+	case n.adTrigger <- struct{}{}:
+	default:
+	}
+}
+
+// nextAd builds and signs a fresh ad. seq is time-based so that it keeps
+// growing across restarts without persisting a counter.
+func (n *Node) nextAd() (*selfAd, error) {
+	n.adMu.Lock()
+	defer n.adMu.Unlock()
+	now := n.now()
+	seq := uint64(now.UnixMicro())
+	if n.self != nil && seq <= n.self.seq {
+		seq = n.self.seq + 1
+	}
+	if total, avail, err := readMeminfo("/proc/meminfo"); err == nil {
+		n.probe.MemoryFree = min(avail, n.probe.MemoryTotal)
+		_ = total
+	}
+	load := n.loadFn()
+	slots := load.Slots
+	if slots == 0 {
+		slots = n.defaultSlots()
+	}
+	ad := &pb.CapacityAd{
+		Version:     protocol.Version,
+		PeerId:      []byte(n.id),
+		Pool:        n.cfg.Pool,
+		Seq:         seq,
+		TimestampMs: now.UnixMilli(),
+		TtlMs:       n.cfg.AdTTL.Milliseconds(),
+		Capacity: &pb.Capacity{
+			CpuMillis:   n.probe.CPUMillis,
+			MemoryTotal: n.probe.MemoryTotal,
+			MemoryFree:  n.probe.MemoryFree,
+			DiskFree:    n.probe.DiskFree,
+			Gpus:        n.probe.GPUs,
+		},
+		Executors:    n.execs,
+		WarmModels:   n.warmFn(),
+		Load:         &pb.Load{Running: int32(load.Running), Queued: int32(load.Queued), Slots: int32(slots)},
+		Price:        &pb.PricePolicy{PerTaskMicros: n.cfg.PricePerTaskMicros},
+		Templates:    n.cfg.Templates,
+		AgentVersion: "swarmgen/" + Version,
+		Labels:       n.cfg.Labels,
+	}
+	if !n.cfg.Provide {
+		ad.Load.Slots = 0
+		ad.Templates = []string{"none"}
+	}
+	signed, err := protocol.SignAd(n.key, ad)
+	if err != nil {
+		return nil, err
+	}
+	data, err := protocol.MarshalSignedAd(signed)
+	if err != nil {
+		return nil, fmt.Errorf("marshal ad: %w", err)
+	}
+	if len(data) > protocol.MaxAdSize {
+		return nil, fmt.Errorf("own ad is %d bytes, over the %d limit: fewer labels or templates", len(data), protocol.MaxAdSize)
+	}
+	n.self = &selfAd{seq: seq, ad: ad, signed: signed, data: data}
+	return n.self, nil
+}
+
+func (n *Node) defaultSlots() int {
+	if n.cfg.Slots > 0 {
+		return n.cfg.Slots
+	}
+	s := int(n.probe.CPUMillis / 1000)
+	if s < 1 {
+		s = 1
+	}
+	return s
+}
+
+// publishLoop publishes an ad at start, every AdInterval, and soon after
+// AdChanged (at most every 100 ms).
+func (n *Node) publishLoop(ctx context.Context) {
+	t := time.NewTicker(n.cfg.AdInterval)
+	defer t.Stop()
+	for {
+		self, err := n.nextAd()
+		if err != nil {
+			n.log.Error("build ad", "err", err)
+		} else if err := n.topic.Publish(ctx, self.data); err != nil && ctx.Err() == nil {
+			n.log.Warn("publish ad", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-n.adTrigger:
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+	}
+}
+
+// Peers returns the capacity table as API rows, this node first.
+func (n *Node) Peers() []api.Peer {
+	var out []api.Peer
+	if s := n.selfAd(); s != nil {
+		row := peerRow(s.ad, n.now(), n.now().Add(n.cfg.AdTTL))
+		row.Self = true
+		out = append(out, row)
+	}
+	for _, e := range n.table.Snapshot() {
+		out = append(out, peerRow(e.Ad, e.Received, e.Expires))
+	}
+	return out
+}
+
+func peerRow(ad *pb.CapacityAd, seen, expires time.Time) api.Peer {
+	pid := peerIDString(ad.PeerId)
+	row := api.Peer{
+		PeerID:     pid,
+		Executors:  nonNil(ad.Executors),
+		WarmModels: nonNil(ad.WarmModels),
+		Templates:  ad.Templates,
+		Labels:     ad.Labels,
+		Version:    ad.AgentVersion,
+		LastSeen:   seen.UTC(),
+		Expires:    expires.UTC(),
+		GPUs:       []api.GPU{},
+	}
+	if c := ad.Capacity; c != nil {
+		row.CPU = float64(c.CpuMillis) / 1000
+		row.Memory = c.MemoryTotal
+		row.MemoryFree = c.MemoryFree
+		row.DiskFree = c.DiskFree
+		for _, g := range c.Gpus {
+			row.GPUs = append(row.GPUs, api.GPU{Name: g.Name, Memory: g.Memory})
+		}
+	}
+	if l := ad.Load; l != nil {
+		row.Load = api.Load{Running: int(l.Running), Queued: int(l.Queued), Slots: int(l.Slots)}
+	}
+	if p := ad.Price; p != nil {
+		row.PricePerTaskMicros = p.PerTaskMicros
+	}
+	return row
+}
+
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}
