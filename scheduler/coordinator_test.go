@@ -1,0 +1,404 @@
+package scheduler
+
+import (
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/swarmgen/swarmgen/api"
+	"github.com/swarmgen/swarmgen/protocol/pb"
+)
+
+func newCoord(mod func(*Config)) *Coordinator {
+	cfg := Config{BidTimeout: 2 * time.Second, RebidInterval: time.Second, HeartbeatTimeout: 10 * time.Second,
+		SpeculateMinAge: 30 * time.Second, DefaultMaxAttempts: 3}
+	if mod != nil {
+		mod(&cfg)
+	}
+	return NewCoordinator(cfg)
+}
+
+func TestPendingWithReasonsThenRuns(t *testing.T) {
+	c := newCoord(nil)
+	rec := record(t, "j1", `{"templateID": "sd", "resources": {"gpu": 1}, "params": {"partitioner": {"num_replicas": 2}, "app": {"prompt": "a cat"}}}`)
+	as, err := c.Submit(t0, rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a := split(as); len(a.bids) != 0 {
+		t.Fatal("asked for bids with an empty table")
+	}
+	j := mustJob(t, c, "j1")
+	if j.Status != api.JobPending || !slices.Equal(j.Reasons, []string{"no peers in the capacity table yet"}) {
+		t.Fatalf("job = %s %q", j.Status, j.Reasons)
+	}
+	// Peers without a GPU: still pending, and the reason says so.
+	now := t0.Add(time.Second)
+	a := split(c.Tick(now, []Entry{entry(t, 0), entry(t, 1), entry(t, 2, withLoad(4, 0, 4), withGPU(24<<30))}))
+	if len(a.bids) != 0 {
+		t.Fatal("asked peers that cannot run the job")
+	}
+	j = mustJob(t, c, "j1")
+	if j.Status != api.JobPending || !slices.Equal(j.Reasons, []string{"2 peers lack a GPU", "1 peer is full"}) {
+		t.Fatalf("job = %s %q", j.Status, j.Reasons)
+	}
+	// A GPU peer appears: bids go out, tasks are assigned, the job runs.
+	now = now.Add(time.Second)
+	gpu := entry(t, 3, withGPU(24<<30))
+	a = split(c.Tick(now, []Entry{entry(t, 0), gpu}))
+	if len(a.bids) != 1 || !slices.Equal(a.bids[0].Peers, []peer.ID{gpu.Peer}) {
+		t.Fatalf("bids = %+v", a.bids)
+	}
+	r := a.bids[0].Req
+	if r.Tasks != 2 || r.Resources.Gpus != 1 || r.Model != "stabilityai/sd-turbo" || r.TemplateId != "stable-diffusion" || r.Image != "swarmgen/sd-worker:latest" {
+		t.Errorf("bid request = %v", r)
+	}
+	a = split(c.OnBids(now, "j1", acceptAll(a.bids[0], 4)))
+	if len(a.assigns) != 2 {
+		t.Fatalf("%d assigns", len(a.assigns))
+	}
+	as0 := a.assigns[0].Assignment
+	if as0.Attempt != 1 || as0.Count != 2 || as0.Seed != 1 || as0.TimeoutMs != time.Hour.Milliseconds() || !strings.Contains(string(as0.AppParams), `"prompt":"a cat"`) {
+		t.Errorf("assignment = %v", as0)
+	}
+	if j = mustJob(t, c, "j1"); j.Status != api.JobRunning || j.Tasks[0].Status != api.TaskAssigned || j.Tasks[0].Provider != gpu.Peer.String() {
+		t.Errorf("job = %+v", j)
+	}
+}
+
+func TestHeartbeatLossRetriesElsewhereThenFails(t *testing.T) {
+	c := newCoord(nil)
+	table := []Entry{entry(t, 0), entry(t, 1), entry(t, 2)}
+	c.Tick(t0, table)
+	a := split(must(c.Submit(t0, noopJob(t, "j", 1, `, "maxAttempts": 2`))))
+	a = split(c.OnBids(t0, "j", acceptAll(a.bids[0], 1)))
+	first := a.assigns[0]
+	c.OnAssignReply(t0, first.TaskID, 1, first.Peer, true, "")
+	c.OnProgress(t0.Add(time.Second), first.TaskID, 1, first.Peer, pb.TaskState_TASK_STATE_RUNNING, 0.1)
+	// Heartbeats keep it alive.
+	c.OnProgress(t0.Add(9*time.Second), first.TaskID, 1, first.Peer, pb.TaskState_TASK_STATE_HEARTBEAT, 0.2)
+	if a := split(c.Tick(t0.Add(15*time.Second), table)); len(a.cancels) != 0 {
+		t.Fatal("cancelled a task that sent heartbeats")
+	}
+	// Silence past HeartbeatTimeout: cancelled, re-bid without that peer.
+	now := t0.Add(20 * time.Second)
+	a = split(c.Tick(now, table))
+	if len(a.cancels) != 1 || a.cancels[0].Peer != first.Peer || len(a.bids) != 1 {
+		t.Fatalf("cancels %v bids %v", a.cancels, a.bids)
+	}
+	if slices.Contains(a.bids[0].Peers, first.Peer) {
+		t.Fatal("asked the failed peer again")
+	}
+	j := mustJob(t, c, "j")
+	if j.Tasks[0].Status != api.TaskPending || j.Tasks[0].Attempts != 1 || !strings.Contains(j.Tasks[0].Error, "heartbeat") {
+		t.Fatalf("task = %+v", j.Tasks[0])
+	}
+	// Even if the failed peer bids, it does not get the task.
+	bids := acceptAll(a.bids[0], 1)
+	bids[first.Peer] = &pb.Bid{Accept: true, Slots: 1}
+	a = split(c.OnBids(now, "j", bids))
+	if len(a.assigns) != 1 || a.assigns[0].Peer == first.Peer || a.assigns[0].Attempt != 2 {
+		t.Fatalf("assigns = %+v", a.assigns)
+	}
+	// A late result from the dead attempt is ignored.
+	if got := c.OnResult(now, first.TaskID, 1, first.Peer, success(first)); len(got) != 0 {
+		t.Fatalf("stale result produced %v", got)
+	}
+	// Second failure reaches maxAttempts=2: task and job fail.
+	second := a.assigns[0]
+	a = split(c.OnAttemptFailed(now, second.TaskID, 2, second.Peer, "stream reset"))
+	j = mustJob(t, c, "j")
+	if j.Status != api.JobFailed || j.Tasks[0].Status != api.TaskFailed || !strings.Contains(j.Error, "failed after 2 attempts: stream reset") {
+		t.Fatalf("job = %+v", j)
+	}
+	if c.Reliability(first.Peer).Failures != 1 || c.Reliability(second.Peer).Failures != 1 {
+		t.Error("failures not recorded per peer")
+	}
+}
+
+func must(as []Action, err error) []Action {
+	if err != nil {
+		panic(err)
+	}
+	return as
+}
+
+func TestDeclinedAssignmentIsNotAFailure(t *testing.T) {
+	c := newCoord(nil)
+	table := []Entry{entry(t, 0)}
+	c.Tick(t0, table)
+	a := split(must(c.Submit(t0, noopJob(t, "j", 1, `, "maxAttempts": 1`))))
+	a = split(c.OnBids(t0, "j", acceptAll(a.bids[0], 1)))
+	as := a.assigns[0]
+	a = split(c.OnAssignReply(t0, as.TaskID, as.Attempt, as.Peer, false, "full"))
+	j := mustJob(t, c, "j")
+	if j.Status == api.JobFailed || j.Tasks[0].Status != api.TaskPending || j.Tasks[0].Attempts != 0 {
+		t.Fatalf("job = %+v", j)
+	}
+	// It is asked again (a new round) and can take the task this time.
+	if len(a.bids) != 1 {
+		t.Fatalf("no new round: %+v", a)
+	}
+	a = split(c.OnBids(t0, "j", acceptAll(a.bids[0], 1)))
+	if len(a.assigns) != 1 || a.assigns[0].Attempt != 2 {
+		t.Fatalf("assigns = %+v", a.assigns)
+	}
+}
+
+func TestSpeculativeCopyFirstResultWins(t *testing.T) {
+	c := newCoord(nil)
+	table := []Entry{entry(t, 0), entry(t, 1), entry(t, 2)}
+	c.Tick(t0, table)
+	a := split(must(c.Submit(t0, noopJob(t, "j", 2, ""))))
+	a = split(c.OnBids(t0, "j", acceptAll(a.bids[0], 1)))
+	if len(a.assigns) != 2 || a.assigns[0].Peer == a.assigns[1].Peer {
+		t.Fatalf("assigns not spread: %+v", a.assigns)
+	}
+	fast, slow := a.assigns[0], a.assigns[1]
+	for _, x := range []Assign{fast, slow} {
+		c.OnProgress(t0, x.TaskID, x.Attempt, x.Peer, pb.TaskState_TASK_STATE_RUNNING, 0)
+	}
+	now := t0.Add(5 * time.Second)
+	a = split(c.OnResult(now, fast.TaskID, fast.Attempt, fast.Peer, success(fast)))
+	a = split(c.OnFetched(now, a.fetches[0].TaskID, a.fetches[0].Attempt, true, ""))
+	// Not old enough to speculate yet.
+	c.OnProgress(now.Add(20*time.Second), slow.TaskID, slow.Attempt, slow.Peer, pb.TaskState_TASK_STATE_HEARTBEAT, 0.1)
+	if a := split(c.Tick(now.Add(20*time.Second), table)); len(a.bids) != 0 {
+		t.Fatal("speculated before SpeculateMinAge")
+	}
+	now = t0.Add(35 * time.Second)
+	c.OnProgress(now, slow.TaskID, slow.Attempt, slow.Peer, pb.TaskState_TASK_STATE_HEARTBEAT, 0.2)
+	a = split(c.Tick(now, table))
+	if len(a.bids) != 1 || slices.Contains(a.bids[0].Peers, slow.Peer) {
+		t.Fatalf("speculative round: %+v", a.bids)
+	}
+	a = split(c.OnBids(now, "j", acceptAll(a.bids[0], 1)))
+	if len(a.assigns) != 1 || !a.assigns[0].Speculative || a.assigns[0].TaskID != slow.TaskID || a.assigns[0].Attempt != 2 {
+		t.Fatalf("speculative assign: %+v", a.assigns)
+	}
+	spec := a.assigns[0]
+	// No second speculative copy.
+	if a := split(c.Tick(now.Add(5*time.Second), table)); len(a.bids) != 0 || len(a.cancels) != 0 {
+		t.Fatalf("second speculation or spurious cancel: %+v", a)
+	}
+	// The copy finishes first: fetched; the original is cancelled.
+	now = now.Add(6 * time.Second)
+	c.OnProgress(now, slow.TaskID, slow.Attempt, slow.Peer, pb.TaskState_TASK_STATE_HEARTBEAT, 0.3)
+	a = split(c.OnResult(now, spec.TaskID, spec.Attempt, spec.Peer, success(spec)))
+	if len(a.fetches) != 1 || a.fetches[0].Peer != spec.Peer {
+		t.Fatalf("fetch = %+v", a.fetches)
+	}
+	// The original's result arrives while fetching: kept as backup, not fetched.
+	if a := split(c.OnResult(now, slow.TaskID, slow.Attempt, slow.Peer, success(slow))); len(a.fetches) != 0 {
+		t.Fatalf("second result fetched: %+v", a)
+	}
+	a = split(c.OnFetched(now, spec.TaskID, spec.Attempt, true, ""))
+	if len(a.assemble) != 1 || len(a.assemble[0].Results) != 2 {
+		t.Fatalf("assemble = %+v", a.assemble)
+	}
+	completed := 0
+	for _, ch := range a.changed {
+		if ch.Event.Status == api.TaskCompleted && ch.Event.TaskID == slow.TaskID {
+			completed++
+		}
+	}
+	if completed != 1 {
+		t.Fatalf("task reported completed %d times", completed)
+	}
+	j := mustJob(t, c, "j")
+	if j.Tasks[1].Provider != spec.Peer.String() || j.Tasks[1].Attempts != 2 || j.Tasks[1].ResultCID == "" {
+		t.Errorf("task = %+v", j.Tasks[1])
+	}
+	// A repeated fetch report or result changes nothing.
+	if got := c.OnFetched(now, spec.TaskID, spec.Attempt, true, ""); len(got) != 0 {
+		t.Fatal("double completion")
+	}
+	a = split(c.OnAssembled(now, "j", "bafybucket", "http://gw/buckets/j/", nil))
+	if j = mustJob(t, c, "j"); j.Status != api.JobCompleted || j.Bucket.CID != "bafybucket" {
+		t.Fatalf("job = %+v", j)
+	}
+}
+
+func TestSpeculativeOriginalWinsCancelsCopy(t *testing.T) {
+	c := newCoord(func(cfg *Config) { cfg.SpeculateMinAge = time.Second })
+	table := []Entry{entry(t, 0), entry(t, 1)}
+	c.Tick(t0, table)
+	a := split(must(c.Submit(t0, noopJob(t, "j", 1, ""))))
+	a = split(c.OnBids(t0, "j", acceptAll(a.bids[0], 1)))
+	orig := a.assigns[0]
+	c.OnProgress(t0, orig.TaskID, 1, orig.Peer, pb.TaskState_TASK_STATE_RUNNING, 0)
+	now := t0.Add(2 * time.Second)
+	a = split(c.Tick(now, table))
+	a = split(c.OnBids(now, "j", acceptAll(a.bids[0], 1)))
+	spec := a.assigns[0]
+	a = split(c.OnResult(now, orig.TaskID, 1, orig.Peer, success(orig)))
+	a = split(c.OnFetched(now, orig.TaskID, 1, true, ""))
+	if len(a.cancels) != 1 || a.cancels[0].Peer != spec.Peer || a.cancels[0].Attempt != spec.Attempt {
+		t.Fatalf("cancels = %+v", a.cancels)
+	}
+	if got := c.OnResult(now, spec.TaskID, spec.Attempt, spec.Peer, success(spec)); len(got) != 0 {
+		t.Fatal("cancelled copy's result was used")
+	}
+}
+
+func TestFetchFailureRetriesAndExcludes(t *testing.T) {
+	c := newCoord(nil)
+	table := []Entry{entry(t, 0), entry(t, 1)}
+	c.Tick(t0, table)
+	a := split(must(c.Submit(t0, noopJob(t, "j", 1, ""))))
+	a = split(c.OnBids(t0, "j", acceptAll(a.bids[0], 1)))
+	first := a.assigns[0]
+	a = split(c.OnResult(t0, first.TaskID, 1, first.Peer, success(first)))
+	a = split(c.OnFetched(t0, first.TaskID, 1, false, "block hash mismatch"))
+	if len(a.bids) != 1 || slices.Contains(a.bids[0].Peers, first.Peer) {
+		t.Fatalf("rebid = %+v", a.bids)
+	}
+	j := mustJob(t, c, "j")
+	if j.Tasks[0].Status != api.TaskPending || !strings.Contains(j.Tasks[0].Error, "block hash mismatch") {
+		t.Fatalf("task = %+v", j.Tasks[0])
+	}
+}
+
+func TestCancel(t *testing.T) {
+	c := newCoord(nil)
+	table := []Entry{entry(t, 0), entry(t, 1)}
+	c.Tick(t0, table)
+	a := split(must(c.Submit(t0, noopJob(t, "j", 3, ""))))
+	a = split(c.OnBids(t0, "j", acceptAll(a.bids[0], 2)))
+	if len(a.assigns) != 3 {
+		t.Fatalf("%d assigns", len(a.assigns))
+	}
+	done := a.assigns[0]
+	f := split(c.OnResult(t0, done.TaskID, 1, done.Peer, success(done)))
+	c.OnFetched(t0, f.fetches[0].TaskID, 1, true, "")
+	a2 := split(must(c.Cancel(t0, "j")))
+	if len(a2.cancels) != 2 {
+		t.Fatalf("cancels = %+v", a2.cancels)
+	}
+	j := mustJob(t, c, "j")
+	if j.Status != api.JobCancelled || j.Tasks[0].Status != api.TaskCompleted || j.Tasks[1].Status != api.TaskCancelled {
+		t.Fatalf("job = %+v", j)
+	}
+	if got := c.OnResult(t0, a.assigns[1].TaskID, 1, a.assigns[1].Peer, success(a.assigns[1])); len(got) != 0 {
+		t.Fatal("result accepted after cancel")
+	}
+	if got := c.Tick(t0.Add(time.Hour), table); len(got) != 0 {
+		t.Fatalf("tick after cancel: %v", got)
+	}
+	if _, err := c.Cancel(t0, "nope"); err == nil {
+		t.Fatal("cancel of unknown job")
+	}
+	if !c.Remove("j") || len(c.Jobs()) != 0 {
+		t.Fatal("Remove")
+	}
+}
+
+func TestJobTimeout(t *testing.T) {
+	c := newCoord(nil)
+	table := []Entry{entry(t, 0)}
+	c.Tick(t0, table)
+	a := split(must(c.Submit(t0, noopJob(t, "j", 1, `, "timeout": "1m"`))))
+	a = split(c.OnBids(t0, "j", acceptAll(a.bids[0], 1)))
+	as := a.assigns[0]
+	for s := 5; s < 60; s += 5 {
+		c.OnProgress(t0.Add(time.Duration(s)*time.Second), as.TaskID, 1, as.Peer, pb.TaskState_TASK_STATE_HEARTBEAT, 0)
+		c.Tick(t0.Add(time.Duration(s)*time.Second), table)
+	}
+	a = split(c.Tick(t0.Add(time.Minute), table))
+	j := mustJob(t, c, "j")
+	if j.Status != api.JobFailed || !strings.Contains(j.Error, "timed out") || len(a.cancels) != 1 {
+		t.Fatalf("job = %+v cancels %v", j, a.cancels)
+	}
+}
+
+func TestBidRoundTimeoutAndDeclines(t *testing.T) {
+	c := newCoord(nil)
+	table := []Entry{entry(t, 0), entry(t, 1)}
+	c.Tick(t0, table)
+	a := split(must(c.Submit(t0, noopJob(t, "j", 1, ""))))
+	if len(a.bids) != 1 {
+		t.Fatal("no bids")
+	}
+	// Nobody answers: the round closes, reasons say so, and after
+	// RebidInterval a new round starts.
+	now := t0.Add(2 * time.Second)
+	a = split(c.Tick(now, table))
+	if len(a.bids) != 0 || !slices.Equal(mustJob(t, c, "j").Reasons, []string{"2 peers did not answer the bid request in time"}) {
+		t.Fatalf("after timeout: %+v %q", a.bids, mustJob(t, c, "j").Reasons)
+	}
+	now = now.Add(time.Second)
+	a = split(c.Tick(now, table))
+	if len(a.bids) != 1 {
+		t.Fatal("no new round")
+	}
+	bids := map[peer.ID]*pb.Bid{
+		a.bids[0].Peers[0]: {Accept: false, Reason: string(ReasonFull)},
+		a.bids[0].Peers[1]: {Accept: false, Reason: "<script>nonsense"},
+	}
+	c.OnBids(now, "j", bids)
+	j := mustJob(t, c, "j")
+	if j.Status != api.JobPending || !slices.Equal(j.Reasons, []string{"1 peer declined", "1 peer is full"}) {
+		t.Fatalf("reasons = %q", j.Reasons)
+	}
+}
+
+func TestExportRestoreMidJob(t *testing.T) {
+	c := newCoord(nil)
+	table := []Entry{entry(t, 0), entry(t, 1), entry(t, 2)}
+	c.Tick(t0, table)
+	a := split(must(c.Submit(t0, noopJob(t, "j", 3, ""))))
+	a = split(c.OnBids(t0, "j", acceptAll(a.bids[0], 1)))
+	done, fetching, running := a.assigns[0], a.assigns[1], a.assigns[2]
+	f := split(c.OnResult(t0, done.TaskID, 1, done.Peer, success(done)))
+	c.OnFetched(t0, f.fetches[0].TaskID, 1, true, "")
+	c.OnResult(t0, fetching.TaskID, 1, fetching.Peer, success(fetching))
+	c.OnProgress(t0, running.TaskID, 1, running.Peer, pb.TaskState_TASK_STATE_RUNNING, 0.4)
+	snap, err := c.Export("j")
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := mustJob(t, c, "j")
+
+	// A fresh coordinator (the node restarted).
+	c2 := newCoord(nil)
+	now := t0.Add(time.Minute)
+	a = split(must(c2.Restore(now, snap)))
+	if len(a.cancels) != 1 || a.cancels[0].TaskID != running.TaskID || a.cancels[0].Peer != running.Peer {
+		t.Fatalf("cancels = %+v", a.cancels)
+	}
+	if len(a.fetches) != 1 || a.fetches[0].TaskID != fetching.TaskID || string(a.fetches[0].Root) != string(fakeRoot(fetching.TaskID)) {
+		t.Fatalf("fetches = %+v", a.fetches)
+	}
+	j := mustJob(t, c2, "j")
+	if j.Tasks[0].Status != api.TaskCompleted || j.Tasks[0].ResultCID != before.Tasks[0].ResultCID ||
+		j.Tasks[2].Status != api.TaskPending || j.Tasks[2].Attempts != 1 || j.Status != api.JobRunning {
+		t.Fatalf("restored = %+v", j)
+	}
+	// It finishes on the new coordinator; the pending task gets attempt 2.
+	s := &sim{c: c2, now: now, completed: map[string]int{}, assembled: map[string]int{}}
+	s.apply(c2.OnFetched(now, fetching.TaskID, 1, true, ""))
+	a2 := split(c2.Tick(now, table))
+	if len(a2.bids) != 1 {
+		t.Fatalf("no round for the pending task: %+v", a2)
+	}
+	b := c2.OnBids(now, "j", acceptAll(a2.bids[0], 1))
+	if as := split(b).assigns; len(as) != 1 || as[0].Attempt != 2 || as[0].TaskID != running.TaskID {
+		t.Fatalf("reassign = %+v", as)
+	}
+	s.apply(b)
+	if j := mustJob(t, c2, "j"); j.Status != api.JobCompleted || s.assembled["j"] != 1 {
+		t.Fatalf("job = %+v assembled %d", j, s.assembled["j"])
+	}
+	// Restoring the same job twice is refused; garbage is refused.
+	if _, err := c2.Restore(now, snap); err == nil {
+		t.Error("duplicate restore accepted")
+	}
+	for _, bad := range []string{"", "{}", `{"version": 1, "record": {"id": "x"}}`, "[1,2]"} {
+		if _, err := newCoord(nil).Restore(now, []byte(bad)); err == nil {
+			t.Errorf("Restore(%q) accepted", bad)
+		}
+	}
+}

@@ -1,0 +1,252 @@
+package scheduler
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/ipfs/go-cid"
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/swarmgen/swarmgen/api"
+	"github.com/swarmgen/swarmgen/inference"
+	"github.com/swarmgen/swarmgen/jobspec"
+)
+
+// JobRecord is everything the Coordinator needs to run a job: the
+// requirements and the tasks. It is self-contained (no template lookup) so
+// that a snapshot restores without the registry.
+type JobRecord struct {
+	ID           string             `json:"id"`
+	Requirements                    // template, executors, model, resources, constraints
+	Tasks        []jobspec.TaskSpec `json:"tasks"`
+	// Timeout bounds the whole job from submission (0: none); TaskTimeout
+	// one run of one task (0: Timeout).
+	Timeout     time.Duration `json:"timeout"`
+	TaskTimeout time.Duration `json:"taskTimeout"`
+	MaxAttempts int           `json:"maxAttempts"` // 0: Config.DefaultMaxAttempts
+	Seed        int64         `json:"seed"`
+	Priority    int           `json:"priority,omitempty"`
+}
+
+// NewJobRecord builds the record of a parsed job and its tasks.
+func NewJobRecord(id string, spec *jobspec.Spec, tasks []jobspec.TaskSpec) JobRecord {
+	req := Requirements{
+		TemplateID:  spec.TemplateID,
+		Model:       spec.Model(),
+		Resources:   spec.Resources,
+		PreferGPU:   spec.PreferGPU,
+		Constraints: spec.Constraints,
+	}
+	if t := spec.Template; t != nil {
+		req.Executors = t.Executors()
+		req.Image = t.Image()
+	} else {
+		req.Executors = []string{inference.KindProcess}
+	}
+	return JobRecord{
+		ID: id, Requirements: req, Tasks: tasks,
+		Timeout: spec.Timeout, TaskTimeout: spec.TaskTimeout, MaxAttempts: spec.MaxAttempts,
+		Seed: spec.Seed, Priority: spec.Priority,
+	}
+}
+
+// TaskID is the ID of task index of a job.
+func TaskID(jobID string, index int) string { return fmt.Sprintf("%s-%d", jobID, index) }
+
+// Reliability is the record of a peer's finished attempts, kept by the
+// Coordinator across jobs.
+type Reliability struct {
+	Successes   int       `json:"successes"`
+	Failures    int       `json:"failures"`
+	LastFailure time.Time `json:"lastFailure,omitzero"`
+}
+
+// Score is the Laplace-smoothed success rate: 0.5 for an unknown peer.
+func (r Reliability) Score() float64 {
+	return float64(r.Successes+1) / float64(r.Successes+r.Failures+2)
+}
+
+// attemptCopy is one live attempt of a task on a peer.
+type attemptCopy struct {
+	attempt     int
+	peer        peer.ID
+	assignedAt  time.Time
+	lastHeard   time.Time
+	startedAt   time.Time
+	running     bool
+	speculative bool
+}
+
+// resultRef is a task result the provider reported (maybe not fetched yet).
+type resultRef struct {
+	Attempt int     `json:"attempt"`
+	Peer    peer.ID `json:"peer"`
+	Root    []byte  `json:"root"`
+}
+
+type task struct {
+	job         *job
+	id          string
+	spec        jobspec.TaskSpec
+	status      string
+	nextAttempt int // the last attempt number handed out
+	started     int // attempts assigned and not declined
+	failures    int
+	specCopies  int
+	excluded    map[peer.ID]bool
+	declined    map[peer.ID]int
+	copies      []*attemptCopy
+	fetching    *resultRef
+	backup      *resultRef
+	done        *resultRef
+	wantSpec    bool
+	progress    float64
+	err         string
+	provider    peer.ID
+	startedAt   time.Time
+	finishedAt  time.Time
+}
+
+// maxDeclines: a peer that declines a task's assignment this often is no
+// longer asked for it (it keeps bidding but never takes it).
+const maxDeclines = 2
+
+// needsPlacement: no live copy and no result, or a straggler that wants a
+// speculative copy.
+func (t *task) needsPlacement() bool {
+	if t.wantSpec {
+		return true
+	}
+	return t.status == api.TaskPending
+}
+
+// blocked says whether p must not get this task now.
+func (t *task) blocked(p peer.ID) bool {
+	if t.excluded[p] || t.declined[p] >= maxDeclines {
+		return true
+	}
+	for _, cp := range t.copies {
+		if cp.peer == p {
+			return true
+		}
+	}
+	return false
+}
+
+func (t *task) findCopy(attempt int, p peer.ID) *attemptCopy {
+	for _, cp := range t.copies {
+		if cp.attempt == attempt && cp.peer == p {
+			return cp
+		}
+	}
+	return nil
+}
+
+func (t *task) removeCopy(cp *attemptCopy) {
+	for i, x := range t.copies {
+		if x == cp {
+			t.copies = append(t.copies[:i], t.copies[i+1:]...)
+			break
+		}
+	}
+	// The oldest remaining copy is the task's provider now.
+	if len(t.copies) > 0 && t.fetching == nil && t.done == nil {
+		t.provider = t.copies[0].peer
+		t.copies[0].speculative = false
+		if t.copies[0].running && t.status == api.TaskAssigned {
+			t.status = api.TaskRunning
+		}
+	}
+}
+
+func (t *task) view() api.Task {
+	v := api.Task{
+		ID: t.id, Index: t.spec.Index, Status: t.status, Attempts: t.started,
+		Error: t.err, Progress: t.progress, Seed: t.spec.Seed,
+		StartedAt: t.startedAt, FinishedAt: t.finishedAt,
+	}
+	if t.provider != "" {
+		v.Provider = t.provider.String()
+	}
+	if t.done != nil {
+		v.ResultCID = rootString(t.done.Root)
+		v.Error = ""
+	}
+	return v
+}
+
+// rootString renders a CID's bytes; bytes that are not a CID (which
+// protocol validation should have refused) are shown in hex.
+func rootString(b []byte) string {
+	if c, err := cid.Cast(b); err == nil {
+		return c.String()
+	}
+	return fmt.Sprintf("%x", b)
+}
+
+type bidRound struct {
+	deadline time.Time
+	peers    []peer.ID
+	scores   map[peer.ID]float64
+}
+
+type job struct {
+	rec        JobRecord
+	status     string
+	created    time.Time
+	updated    time.Time
+	finished   time.Time
+	tasks      []*task
+	reasons    []string
+	err        string
+	bucket     *api.Bucket
+	round      *bidRound
+	nextBidAt  time.Time
+	seq        uint64
+	assembling bool
+	seed       uint64
+}
+
+func (j *job) terminal() bool {
+	switch j.status {
+	case api.JobCompleted, api.JobFailed, api.JobCancelled:
+		return true
+	}
+	return false
+}
+
+func (j *job) needy() []*task {
+	var out []*task
+	for _, t := range j.tasks {
+		if t.needsPlacement() {
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
+func (j *job) completed() int {
+	n := 0
+	for _, t := range j.tasks {
+		if t.status == api.TaskCompleted {
+			n++
+		}
+	}
+	return n
+}
+
+func (j *job) view() api.Job {
+	v := api.Job{
+		ID: j.rec.ID, Status: j.status, TemplateID: j.rec.TemplateID,
+		Tasks: make([]api.Task, len(j.tasks)), Reasons: append([]string{}, j.reasons...),
+		Error: j.err, CreatedAt: j.created, UpdatedAt: j.updated, FinishedAt: j.finished,
+	}
+	for i, t := range j.tasks {
+		v.Tasks[i] = t.view()
+	}
+	if j.bucket != nil {
+		b := *j.bucket
+		v.Bucket = &b
+	}
+	return v
+}

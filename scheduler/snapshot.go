@@ -1,0 +1,178 @@
+package scheduler
+
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/swarmgen/swarmgen/api"
+)
+
+// MaxSnapshot bounds a job snapshot Restore accepts (a job of MaxTasks
+// tasks with inline inputs fits easily).
+const MaxSnapshot = 64 << 20
+
+// snapshotVersion is bumped when the format changes incompatibly.
+const snapshotVersion = 1
+
+type jobSnapshot struct {
+	Version    int            `json:"version"`
+	Record     JobRecord      `json:"record"`
+	Status     string         `json:"status"`
+	Created    time.Time      `json:"created"`
+	Updated    time.Time      `json:"updated"`
+	Finished   time.Time      `json:"finished,omitzero"`
+	Reasons    []string       `json:"reasons,omitempty"`
+	Error      string         `json:"error,omitempty"`
+	Bucket     *api.Bucket    `json:"bucket,omitempty"`
+	Seq        uint64         `json:"seq"`
+	Assembling bool           `json:"assembling,omitempty"`
+	Tasks      []taskSnapshot `json:"tasks"`
+}
+
+type taskSnapshot struct {
+	Status      string     `json:"status"`
+	NextAttempt int        `json:"nextAttempt"`
+	Started     int        `json:"started"`
+	Failures    int        `json:"failures"`
+	SpecCopies  int        `json:"specCopies,omitempty"`
+	Excluded    []peer.ID  `json:"excluded,omitempty"`
+	InFlight    []inFlight `json:"inFlight,omitempty"`
+	Fetching    *resultRef `json:"fetching,omitempty"`
+	Backup      *resultRef `json:"backup,omitempty"`
+	Done        *resultRef `json:"done,omitempty"`
+	Error       string     `json:"error,omitempty"`
+	Provider    peer.ID    `json:"provider,omitempty"`
+	Progress    float64    `json:"progress"`
+	StartedAt   time.Time  `json:"startedAt,omitzero"`
+	FinishedAt  time.Time  `json:"finishedAt,omitzero"`
+}
+
+type inFlight struct {
+	Attempt int     `json:"attempt"`
+	Peer    peer.ID `json:"peer"`
+}
+
+// Export returns a JSON snapshot of a job for persistence. Call it after
+// each JobChanged (or batch them); Restore reads it back.
+func (c *Coordinator) Export(jobID string) ([]byte, error) {
+	j := c.jobs[jobID]
+	if j == nil {
+		return nil, fmt.Errorf("%w: %s", ErrUnknownJob, jobID)
+	}
+	s := jobSnapshot{
+		Version: snapshotVersion, Record: j.rec, Status: j.status, Created: j.created, Updated: j.updated,
+		Finished: j.finished, Reasons: j.reasons, Error: j.err, Bucket: j.bucket, Seq: j.seq,
+		Assembling: j.assembling,
+	}
+	for _, t := range j.tasks {
+		ts := taskSnapshot{
+			Status: t.status, NextAttempt: t.nextAttempt, Started: t.started, Failures: t.failures,
+			SpecCopies: t.specCopies, Fetching: t.fetching, Backup: t.backup, Done: t.done,
+			Error: t.err, Provider: t.provider, Progress: t.progress, StartedAt: t.startedAt, FinishedAt: t.finishedAt,
+		}
+		for p := range t.excluded {
+			ts.Excluded = append(ts.Excluded, p)
+		}
+		for _, cp := range t.copies {
+			ts.InFlight = append(ts.InFlight, inFlight{Attempt: cp.attempt, Peer: cp.peer})
+		}
+		s.Tasks = append(s.Tasks, ts)
+	}
+	return json.Marshal(s)
+}
+
+// Restore adds a job from an Export snapshot, as after a restart of the
+// node. The streams of in-flight attempts died with the old process, so:
+//
+//   - each in-flight attempt gets a CancelTask (the provider may still run
+//     it) and counts as a failed attempt without excluding its peer: a job
+//     whose attempts keep coinciding with crashes of its submitter cannot
+//     retry forever; its task goes back to pending;
+//   - a task whose result was being fetched is fetched again (FetchResult);
+//   - a job that was assembling is assembled again (AssembleJob).
+//
+// The returned actions start that work; the job is placed on the next Tick.
+func (c *Coordinator) Restore(now time.Time, data []byte) ([]Action, error) {
+	if len(data) > MaxSnapshot {
+		return nil, fmt.Errorf("restore: snapshot of %d bytes over the %d limit", len(data), MaxSnapshot)
+	}
+	var s jobSnapshot
+	if err := json.Unmarshal(data, &s); err != nil {
+		return nil, fmt.Errorf("restore: %w", err)
+	}
+	if s.Version != snapshotVersion {
+		return nil, fmt.Errorf("restore: snapshot version %d, want %d", s.Version, snapshotVersion)
+	}
+	rec := s.Record
+	if rec.ID == "" || len(rec.Tasks) == 0 || len(rec.Tasks) != len(s.Tasks) || len(rec.Executors) == 0 || rec.MaxAttempts <= 0 {
+		return nil, fmt.Errorf("restore %q: %w: %d tasks, %d task states", rec.ID, ErrInvalidJob, len(rec.Tasks), len(s.Tasks))
+	}
+	if _, ok := c.jobs[rec.ID]; ok {
+		return nil, fmt.Errorf("restore: %w: %s", ErrDuplicateJob, rec.ID)
+	}
+	switch s.Status {
+	case api.JobPending, api.JobRunning, api.JobCompleted, api.JobFailed, api.JobCancelled:
+	default:
+		return nil, fmt.Errorf("restore %q: unknown job status %q", rec.ID, s.Status)
+	}
+	for i, ts := range s.Tasks {
+		switch ts.Status {
+		case api.TaskPending, api.TaskAssigned, api.TaskRunning, api.TaskCompleted, api.TaskFailed, api.TaskCancelled:
+		default:
+			return nil, fmt.Errorf("restore %q: task %d: unknown status %q", rec.ID, i, ts.Status)
+		}
+		if ts.Status == api.TaskCompleted && (ts.Done == nil || len(ts.Done.Root) == 0) {
+			return nil, fmt.Errorf("restore %q: task %d completed without a result", rec.ID, i)
+		}
+	}
+	j := c.addJob(rec, s.Created)
+	j.status, j.updated, j.finished, j.reasons, j.err, j.bucket, j.seq = s.Status, s.Updated, s.Finished, s.Reasons, s.Error, s.Bucket, s.Seq
+	var acts []Action
+	for i, ts := range s.Tasks {
+		t := j.tasks[i]
+		t.status, t.nextAttempt, t.started, t.failures, t.specCopies = ts.Status, ts.NextAttempt, ts.Started, ts.Failures, ts.SpecCopies
+		t.done, t.err, t.provider, t.progress, t.startedAt, t.finishedAt = ts.Done, ts.Error, ts.Provider, ts.Progress, ts.StartedAt, ts.FinishedAt
+		for _, p := range ts.Excluded {
+			t.excluded[p] = true
+		}
+		if j.terminal() {
+			continue
+		}
+		for _, f := range ts.InFlight {
+			acts = append(acts, CancelTask{JobID: rec.ID, TaskID: t.id, Attempt: f.Attempt, Peer: f.Peer, Reason: "submitter restarted"})
+			t.failures++
+		}
+		switch {
+		case t.status == api.TaskCompleted || t.status == api.TaskFailed:
+		case ts.Fetching != nil:
+			t.fetching, t.backup, t.status = ts.Fetching, ts.Backup, api.TaskRunning
+			acts = append(acts, FetchResult{JobID: rec.ID, TaskID: t.id, Attempt: ts.Fetching.Attempt, Peer: ts.Fetching.Peer, Root: ts.Fetching.Root})
+		case t.failures >= rec.MaxAttempts:
+			t.status = api.TaskFailed
+			t.err = "out of attempts (submitter restarted during the last one)"
+		default:
+			t.status, t.provider, t.progress = api.TaskPending, "", 0
+		}
+	}
+	if j.terminal() {
+		return acts, nil
+	}
+	for _, t := range j.tasks {
+		if t.status == api.TaskFailed {
+			msg := fmt.Sprintf("task %d failed after %d attempts: %s", t.spec.Index, t.failures, t.err)
+			return append(acts, c.finish(now, j, api.JobFailed, msg)...), nil
+		}
+	}
+	if j.completed() == len(j.tasks) { // assembling, or about to be
+		j.assembling = true
+		outs := make([]TaskOutput, len(j.tasks))
+		for i, t := range j.tasks {
+			outs[i] = TaskOutput{TaskID: t.id, Index: t.spec.Index, Root: t.done.Root, Provider: t.done.Peer, Attempt: t.done.Attempt}
+		}
+		acts = append(acts, AssembleJob{JobID: rec.ID, Results: outs})
+	}
+	return append(acts, c.jobEvent(now, j, "restored")), nil
+}
