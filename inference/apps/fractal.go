@@ -20,11 +20,11 @@ import (
 
 // FractalSchema lists the fractal app's params.
 var FractalSchema = []Param{
-	{Name: "width", Type: TypeInt, Default: int64(256), Min: i64(16), Max: i64(4096), Doc: "image width in pixels"},
-	{Name: "height", Type: TypeInt, Default: int64(256), Min: i64(16), Max: i64(4096), Doc: "image height in pixels"},
-	{Name: "iterations", Type: TypeInt, Default: int64(200), Min: i64(1), Max: i64(100000), Doc: "escape-time iterations per pixel"},
-	{Name: "prompt", Type: TypeString, Default: "", Max: i64(4096), Doc: "free text hashed with the seed into the region choice"},
-	{Name: "kind", Type: TypeString, Default: "mandelbrot", Enum: []string{"mandelbrot", "julia"}, Doc: "which set to render"},
+	{Name: "width", Type: TypeInt, Default: int64(256), Min: i64(16), Max: i64(4096), Description: "image width in pixels"},
+	{Name: "height", Type: TypeInt, Default: int64(256), Min: i64(16), Max: i64(4096), Description: "image height in pixels"},
+	{Name: "iterations", Type: TypeInt, Default: int64(200), Min: i64(1), Max: i64(100000), Description: "escape-time iterations per pixel"},
+	{Name: "prompt", Type: TypeString, Default: "", Max: i64(4096), Description: "free text hashed with the seed into the region choice"},
+	{Name: "kind", Type: TypeString, Default: "mandelbrot", Enum: []string{"mandelbrot", "julia"}, Description: "which set to render"},
 }
 
 // FractalRegion is the part of the plane rendered, chosen from (seed,

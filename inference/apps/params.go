@@ -27,13 +27,13 @@ const (
 
 // Param describes one app param, for validation and for templates to show.
 type Param struct {
-	Name    string   `json:"name"`
-	Type    string   `json:"type"` // TypeInt or TypeString
-	Default any      `json:"default,omitempty"`
-	Min     *int64   `json:"min,omitempty"`  // ints: smallest value
-	Max     *int64   `json:"max,omitempty"`  // ints: largest value; strings: most bytes
-	Enum    []string `json:"enum,omitempty"` // strings: the allowed values
-	Doc     string   `json:"doc,omitempty"`
+	Name        string   `json:"name"`
+	Type        string   `json:"type"` // TypeInt or TypeString
+	Default     any      `json:"default,omitempty"`
+	Min         *int64   `json:"min,omitempty"`  // ints: smallest value
+	Max         *int64   `json:"max,omitempty"`  // ints: largest value; strings: most bytes
+	Enum        []string `json:"enum,omitempty"` // strings: the allowed values
+	Description string   `json:"description,omitempty"`
 }
 
 func i64(v int64) *int64 { return &v }
