@@ -168,6 +168,9 @@ func (p *Process) Run(ctx context.Context, t *Task, dir string, progress Progres
 	if err != nil {
 		return nil, err
 	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrCancelled, context.Cause(ctx))
+	}
 	log := p.log.With("job", t.JobID, "task", t.TaskID, "attempt", t.Attempt)
 
 	tlog := NewTaskLog(p.cfg.LogCap, progress)

@@ -240,6 +240,9 @@ func renderRow(s *FractalSpec, img *image.NRGBA, y int) {
 		}
 		n := 0
 		var mag float64
+		if s.Kind != "julia" && inMainBulbs(cr, ci) {
+			n = s.Iterations // never escapes: skip the loop
+		}
 		for ; n < s.Iterations; n++ {
 			zr2 := float64(zr * zr)
 			zi2 := float64(zi * zi)
@@ -268,4 +271,18 @@ func renderRow(s *FractalSpec, img *image.NRGBA, y int) {
 			o[k] = uint8(v + 0.5)
 		}
 	}
+}
+
+// inMainBulbs reports whether c lies in the main cardioid or the period-2
+// bulb of the Mandelbrot set, whose points never escape; it saves the
+// full iteration count for most interior pixels of wide views.
+func inMainBulbs(cr, ci float64) bool {
+	ci2 := float64(ci * ci)
+	x := cr - 0.25
+	q := float64(x*x) + ci2
+	if float64(q*float64(q+x)) <= float64(0.25*ci2) {
+		return true
+	}
+	x1 := cr + 1
+	return float64(x1*x1)+ci2 <= 0.0625
 }
