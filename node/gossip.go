@@ -13,7 +13,10 @@ import (
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
 
+	"google.golang.org/protobuf/proto"
+
 	"github.com/swarmgen/swarmgen/protocol"
+	"github.com/swarmgen/swarmgen/protocol/pb"
 	"github.com/swarmgen/swarmgen/scheduler"
 )
 
@@ -131,6 +134,15 @@ func scoreParams(topic string, adInterval time.Duration) *pubsub.PeerScoreParams
 // penalises the forwarder's score), stale or expired ones ignored; all are
 // counted.
 func (n *Node) adValidator(ctx context.Context, from peer.ID, msg *pubsub.Message) pubsub.ValidationResult {
+	if author := msg.GetFrom(); author != n.id && len(msg.Data) <= protocol.MaxAdSize {
+		var sa pb.SignedAd
+		if proto.Unmarshal(msg.Data, &sa) == nil {
+			if pid, seq, ok := peekAd(&sa); ok && pid == author && seq <= n.table.Seq(pid) {
+				n.adStats.Stale.Add(1)
+				return pubsub.ValidationIgnore
+			}
+		}
+	}
 	v, err := protocol.DecodeAd(msg.Data, msg.GetFrom(), n.cfg.Pool, n.now())
 	if err != nil {
 		n.adStats.reject(err)

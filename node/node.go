@@ -339,7 +339,7 @@ func (n *Node) antiEntropyLoop(ctx context.Context) {
 	for {
 		d := n.cfg.AdInterval
 		if time.Since(start) < 10*time.Second {
-			d = 250 * time.Millisecond
+			d = 500 * time.Millisecond
 		}
 		select {
 		case <-ctx.Done():

@@ -8,6 +8,7 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/swarmgen/swarmgen/protocol"
 	"github.com/swarmgen/swarmgen/protocol/pb"
@@ -40,9 +41,17 @@ func (n *Node) handleTableStream(s network.Stream) {
 		_ = s.Reset()
 		return
 	}
-	ads := n.table.Newer(req.Known, maxAdsPerSync)
+	if len(req.Known) > protocol.MaxTableEntries {
+		_ = s.Reset()
+		return
+	}
+	known := make(map[peer.ID]uint64, len(req.Known))
+	for _, k := range req.Known {
+		known[peer.ID(k.PeerId)] = k.Seq
+	}
+	ads := n.table.Newer(known, maxAdsPerSync)
 	if self := n.selfAd(); self != nil {
-		if seq, ok := req.Known[n.id.String()]; !ok || seq < self.seq {
+		if seq, ok := known[n.id]; !ok || seq < self.seq {
 			ads = append(ads, self.signed)
 		}
 	}
@@ -84,6 +93,9 @@ func (n *Node) syncFrom(ctx context.Context, p peer.ID) error {
 	}
 	now := n.now()
 	for _, sa := range resp.Ads {
+		if n.knownAd(sa) {
+			continue
+		}
 		v, err := protocol.VerifyAd(sa, "", n.cfg.Pool, now)
 		if err != nil {
 			n.adStats.reject(err)
@@ -95,4 +107,30 @@ func (n *Node) syncFrom(ctx context.Context, p peer.ID) error {
 		n.storeAd(v, "sync")
 	}
 	return nil
+}
+
+// peekAd decodes an ad's peer and seq without verifying anything.
+func peekAd(sa *pb.SignedAd) (peer.ID, uint64, bool) {
+	if sa == nil || len(sa.Ad) > protocol.MaxAdSize {
+		return "", 0, false
+	}
+	var ad pb.CapacityAd
+	if err := proto.Unmarshal(sa.Ad, &ad); err != nil {
+		return "", 0, false
+	}
+	pid, err := peer.IDFromBytes(ad.PeerId)
+	if err != nil {
+		return "", 0, false
+	}
+	return pid, ad.Seq, true
+}
+
+// knownAd reports, without verifying the signature, whether the table
+// already holds this ad or a newer one from the same peer (or it is this
+// node's own). Signature checks dominate the CPU cost of a pool's ads, and
+// most relayed or gossiped copies are duplicates; a forged seq here can only
+// make the node skip an ad, never accept one.
+func (n *Node) knownAd(sa *pb.SignedAd) bool {
+	pid, seq, ok := peekAd(sa)
+	return ok && (pid == n.id || seq <= n.table.Seq(pid))
 }

@@ -36,6 +36,7 @@ const (
 	MaxListField     = 256
 	MaxGPUsPerNode   = 64
 	MaxLabels        = 64
+	MaxTableEntries  = 4096 // peers in one table-sync digest
 )
 
 var poolName = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9._-]{0,63}$`)

@@ -126,26 +126,33 @@ func (t *Table) Snapshot() []Entry {
 	return out
 }
 
-// Digest returns the seq held per peer (string form of the peer ID), the
-// request side of table sync.
-func (t *Table) Digest() map[string]uint64 {
+// Digest returns the seq held per peer, the request side of table sync.
+func (t *Table) Digest() []*pb.KnownSeq {
 	t.mu.RLock()
 	defer t.mu.RUnlock()
-	d := make(map[string]uint64, len(t.entries))
+	d := make([]*pb.KnownSeq, 0, len(t.entries))
 	for pid, e := range t.entries {
-		d[pid.String()] = e.Ad.Seq
+		d = append(d, &pb.KnownSeq{PeerId: []byte(pid), Seq: e.Ad.Seq})
 	}
 	return d
 }
 
+// Seq returns the highest seq seen from pid (0 if none), including peers
+// whose entry expired.
+func (t *Table) Seq(pid peer.ID) uint64 {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	return t.seen[pid]
+}
+
 // Newer returns the signed ads this table holds that are newer than the
 // digest known, at most limit of them: the response side of table sync.
-func (t *Table) Newer(known map[string]uint64, limit int) []*pb.SignedAd {
+func (t *Table) Newer(known map[peer.ID]uint64, limit int) []*pb.SignedAd {
 	t.mu.RLock()
 	defer t.mu.RUnlock()
 	var out []*pb.SignedAd
 	for pid, e := range t.entries {
-		if seq, ok := known[pid.String()]; ok && seq >= e.Ad.Seq {
+		if seq, ok := known[pid]; ok && seq >= e.Ad.Seq {
 			continue
 		}
 		if len(out) >= limit {

@@ -546,7 +546,7 @@ type TableRequest struct {
 	Pool  string                 `protobuf:"bytes,1,opt,name=pool,proto3" json:"pool,omitempty"`
 	// known lists the seq this node already holds per peer; the responder
 	// leaves those out (digest-style anti-entropy).
-	Known         map[string]uint64 `protobuf:"bytes,2,rep,name=known,proto3" json:"known,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	Known         []*KnownSeq `protobuf:"bytes,2,rep,name=known,proto3" json:"known,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -588,11 +588,63 @@ func (x *TableRequest) GetPool() string {
 	return ""
 }
 
-func (x *TableRequest) GetKnown() map[string]uint64 {
+func (x *TableRequest) GetKnown() []*KnownSeq {
 	if x != nil {
 		return x.Known
 	}
 	return nil
+}
+
+type KnownSeq struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	PeerId        []byte                 `protobuf:"bytes,1,opt,name=peer_id,json=peerId,proto3" json:"peer_id,omitempty"`
+	Seq           uint64                 `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *KnownSeq) Reset() {
+	*x = KnownSeq{}
+	mi := &file_swarmgen_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *KnownSeq) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*KnownSeq) ProtoMessage() {}
+
+func (x *KnownSeq) ProtoReflect() protoreflect.Message {
+	mi := &file_swarmgen_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use KnownSeq.ProtoReflect.Descriptor instead.
+func (*KnownSeq) Descriptor() ([]byte, []int) {
+	return file_swarmgen_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *KnownSeq) GetPeerId() []byte {
+	if x != nil {
+		return x.PeerId
+	}
+	return nil
+}
+
+func (x *KnownSeq) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
 }
 
 type TableResponse struct {
@@ -604,7 +656,7 @@ type TableResponse struct {
 
 func (x *TableResponse) Reset() {
 	*x = TableResponse{}
-	mi := &file_swarmgen_proto_msgTypes[7]
+	mi := &file_swarmgen_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -616,7 +668,7 @@ func (x *TableResponse) String() string {
 func (*TableResponse) ProtoMessage() {}
 
 func (x *TableResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_swarmgen_proto_msgTypes[7]
+	mi := &file_swarmgen_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -629,7 +681,7 @@ func (x *TableResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TableResponse.ProtoReflect.Descriptor instead.
 func (*TableResponse) Descriptor() ([]byte, []int) {
-	return file_swarmgen_proto_rawDescGZIP(), []int{7}
+	return file_swarmgen_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *TableResponse) GetAds() []*SignedAd {
@@ -652,7 +704,7 @@ type Resources struct {
 
 func (x *Resources) Reset() {
 	*x = Resources{}
-	mi := &file_swarmgen_proto_msgTypes[8]
+	mi := &file_swarmgen_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -664,7 +716,7 @@ func (x *Resources) String() string {
 func (*Resources) ProtoMessage() {}
 
 func (x *Resources) ProtoReflect() protoreflect.Message {
-	mi := &file_swarmgen_proto_msgTypes[8]
+	mi := &file_swarmgen_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -677,7 +729,7 @@ func (x *Resources) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Resources.ProtoReflect.Descriptor instead.
 func (*Resources) Descriptor() ([]byte, []int) {
-	return file_swarmgen_proto_rawDescGZIP(), []int{8}
+	return file_swarmgen_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Resources) GetCpuMillis() int64 {
@@ -732,7 +784,7 @@ type BidRequest struct {
 
 func (x *BidRequest) Reset() {
 	*x = BidRequest{}
-	mi := &file_swarmgen_proto_msgTypes[9]
+	mi := &file_swarmgen_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -744,7 +796,7 @@ func (x *BidRequest) String() string {
 func (*BidRequest) ProtoMessage() {}
 
 func (x *BidRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_swarmgen_proto_msgTypes[9]
+	mi := &file_swarmgen_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -757,7 +809,7 @@ func (x *BidRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BidRequest.ProtoReflect.Descriptor instead.
 func (*BidRequest) Descriptor() ([]byte, []int) {
-	return file_swarmgen_proto_rawDescGZIP(), []int{9}
+	return file_swarmgen_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *BidRequest) GetJobId() string {
@@ -837,7 +889,7 @@ type Bid struct {
 
 func (x *Bid) Reset() {
 	*x = Bid{}
-	mi := &file_swarmgen_proto_msgTypes[10]
+	mi := &file_swarmgen_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -849,7 +901,7 @@ func (x *Bid) String() string {
 func (*Bid) ProtoMessage() {}
 
 func (x *Bid) ProtoReflect() protoreflect.Message {
-	mi := &file_swarmgen_proto_msgTypes[10]
+	mi := &file_swarmgen_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -862,7 +914,7 @@ func (x *Bid) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Bid.ProtoReflect.Descriptor instead.
 func (*Bid) Descriptor() ([]byte, []int) {
-	return file_swarmgen_proto_rawDescGZIP(), []int{10}
+	return file_swarmgen_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Bid) GetAccept() bool {
@@ -927,7 +979,7 @@ type Assignment struct {
 
 func (x *Assignment) Reset() {
 	*x = Assignment{}
-	mi := &file_swarmgen_proto_msgTypes[11]
+	mi := &file_swarmgen_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -939,7 +991,7 @@ func (x *Assignment) String() string {
 func (*Assignment) ProtoMessage() {}
 
 func (x *Assignment) ProtoReflect() protoreflect.Message {
-	mi := &file_swarmgen_proto_msgTypes[11]
+	mi := &file_swarmgen_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -952,7 +1004,7 @@ func (x *Assignment) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Assignment.ProtoReflect.Descriptor instead.
 func (*Assignment) Descriptor() ([]byte, []int) {
-	return file_swarmgen_proto_rawDescGZIP(), []int{11}
+	return file_swarmgen_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Assignment) GetJobId() string {
@@ -1049,7 +1101,7 @@ type Cancel struct {
 
 func (x *Cancel) Reset() {
 	*x = Cancel{}
-	mi := &file_swarmgen_proto_msgTypes[12]
+	mi := &file_swarmgen_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1061,7 +1113,7 @@ func (x *Cancel) String() string {
 func (*Cancel) ProtoMessage() {}
 
 func (x *Cancel) ProtoReflect() protoreflect.Message {
-	mi := &file_swarmgen_proto_msgTypes[12]
+	mi := &file_swarmgen_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1074,7 +1126,7 @@ func (x *Cancel) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Cancel.ProtoReflect.Descriptor instead.
 func (*Cancel) Descriptor() ([]byte, []int) {
-	return file_swarmgen_proto_rawDescGZIP(), []int{12}
+	return file_swarmgen_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Cancel) GetJobId() string {
@@ -1105,7 +1157,7 @@ type TaskRequest struct {
 
 func (x *TaskRequest) Reset() {
 	*x = TaskRequest{}
-	mi := &file_swarmgen_proto_msgTypes[13]
+	mi := &file_swarmgen_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1117,7 +1169,7 @@ func (x *TaskRequest) String() string {
 func (*TaskRequest) ProtoMessage() {}
 
 func (x *TaskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_swarmgen_proto_msgTypes[13]
+	mi := &file_swarmgen_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1130,7 +1182,7 @@ func (x *TaskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskRequest.ProtoReflect.Descriptor instead.
 func (*TaskRequest) Descriptor() ([]byte, []int) {
-	return file_swarmgen_proto_rawDescGZIP(), []int{13}
+	return file_swarmgen_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *TaskRequest) GetBody() isTaskRequest_Body {
@@ -1202,7 +1254,7 @@ type TaskStats struct {
 
 func (x *TaskStats) Reset() {
 	*x = TaskStats{}
-	mi := &file_swarmgen_proto_msgTypes[14]
+	mi := &file_swarmgen_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1214,7 +1266,7 @@ func (x *TaskStats) String() string {
 func (*TaskStats) ProtoMessage() {}
 
 func (x *TaskStats) ProtoReflect() protoreflect.Message {
-	mi := &file_swarmgen_proto_msgTypes[14]
+	mi := &file_swarmgen_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1227,7 +1279,7 @@ func (x *TaskStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskStats.ProtoReflect.Descriptor instead.
 func (*TaskStats) Descriptor() ([]byte, []int) {
-	return file_swarmgen_proto_rawDescGZIP(), []int{14}
+	return file_swarmgen_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *TaskStats) GetQueuedMs() int64 {
@@ -1282,7 +1334,7 @@ type TaskResult struct {
 
 func (x *TaskResult) Reset() {
 	*x = TaskResult{}
-	mi := &file_swarmgen_proto_msgTypes[15]
+	mi := &file_swarmgen_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1294,7 +1346,7 @@ func (x *TaskResult) String() string {
 func (*TaskResult) ProtoMessage() {}
 
 func (x *TaskResult) ProtoReflect() protoreflect.Message {
-	mi := &file_swarmgen_proto_msgTypes[15]
+	mi := &file_swarmgen_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1307,7 +1359,7 @@ func (x *TaskResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskResult.ProtoReflect.Descriptor instead.
 func (*TaskResult) Descriptor() ([]byte, []int) {
-	return file_swarmgen_proto_rawDescGZIP(), []int{15}
+	return file_swarmgen_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *TaskResult) GetJobId() string {
@@ -1383,7 +1435,7 @@ type SignedResult struct {
 
 func (x *SignedResult) Reset() {
 	*x = SignedResult{}
-	mi := &file_swarmgen_proto_msgTypes[16]
+	mi := &file_swarmgen_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1395,7 +1447,7 @@ func (x *SignedResult) String() string {
 func (*SignedResult) ProtoMessage() {}
 
 func (x *SignedResult) ProtoReflect() protoreflect.Message {
-	mi := &file_swarmgen_proto_msgTypes[16]
+	mi := &file_swarmgen_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1408,7 +1460,7 @@ func (x *SignedResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignedResult.ProtoReflect.Descriptor instead.
 func (*SignedResult) Descriptor() ([]byte, []int) {
-	return file_swarmgen_proto_rawDescGZIP(), []int{16}
+	return file_swarmgen_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *SignedResult) GetResult() []byte {
@@ -1438,7 +1490,7 @@ type TaskUpdate struct {
 
 func (x *TaskUpdate) Reset() {
 	*x = TaskUpdate{}
-	mi := &file_swarmgen_proto_msgTypes[17]
+	mi := &file_swarmgen_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1450,7 +1502,7 @@ func (x *TaskUpdate) String() string {
 func (*TaskUpdate) ProtoMessage() {}
 
 func (x *TaskUpdate) ProtoReflect() protoreflect.Message {
-	mi := &file_swarmgen_proto_msgTypes[17]
+	mi := &file_swarmgen_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1463,7 +1515,7 @@ func (x *TaskUpdate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskUpdate.ProtoReflect.Descriptor instead.
 func (*TaskUpdate) Descriptor() ([]byte, []int) {
-	return file_swarmgen_proto_rawDescGZIP(), []int{17}
+	return file_swarmgen_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *TaskUpdate) GetState() TaskState {
@@ -1504,7 +1556,7 @@ type FetchRequest struct {
 
 func (x *FetchRequest) Reset() {
 	*x = FetchRequest{}
-	mi := &file_swarmgen_proto_msgTypes[18]
+	mi := &file_swarmgen_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1516,7 +1568,7 @@ func (x *FetchRequest) String() string {
 func (*FetchRequest) ProtoMessage() {}
 
 func (x *FetchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_swarmgen_proto_msgTypes[18]
+	mi := &file_swarmgen_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1529,7 +1581,7 @@ func (x *FetchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchRequest.ProtoReflect.Descriptor instead.
 func (*FetchRequest) Descriptor() ([]byte, []int) {
-	return file_swarmgen_proto_rawDescGZIP(), []int{18}
+	return file_swarmgen_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *FetchRequest) GetRootCid() []byte {
@@ -1593,14 +1645,13 @@ const file_swarmgen_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"8\n" +
 	"\bSignedAd\x12\x0e\n" +
 	"\x02ad\x18\x01 \x01(\fR\x02ad\x12\x1c\n" +
-	"\tsignature\x18\x02 \x01(\fR\tsignature\"\x98\x01\n" +
+	"\tsignature\x18\x02 \x01(\fR\tsignature\"O\n" +
 	"\fTableRequest\x12\x12\n" +
-	"\x04pool\x18\x01 \x01(\tR\x04pool\x12:\n" +
-	"\x05known\x18\x02 \x03(\v2$.swarmgen.v1.TableRequest.KnownEntryR\x05known\x1a8\n" +
-	"\n" +
-	"KnownEntry\x12\x10\n" +
-	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"8\n" +
+	"\x04pool\x18\x01 \x01(\tR\x04pool\x12+\n" +
+	"\x05known\x18\x02 \x03(\v2\x15.swarmgen.v1.KnownSeqR\x05known\"5\n" +
+	"\bKnownSeq\x12\x17\n" +
+	"\apeer_id\x18\x01 \x01(\fR\x06peerId\x12\x10\n" +
+	"\x03seq\x18\x02 \x01(\x04R\x03seq\"8\n" +
 	"\rTableResponse\x12'\n" +
 	"\x03ads\x18\x01 \x03(\v2\x15.swarmgen.v1.SignedAdR\x03ads\"\x89\x01\n" +
 	"\tResources\x12\x1d\n" +
@@ -1725,37 +1776,37 @@ var file_swarmgen_proto_goTypes = []any{
 	(*CapacityAd)(nil),    // 5: swarmgen.v1.CapacityAd
 	(*SignedAd)(nil),      // 6: swarmgen.v1.SignedAd
 	(*TableRequest)(nil),  // 7: swarmgen.v1.TableRequest
-	(*TableResponse)(nil), // 8: swarmgen.v1.TableResponse
-	(*Resources)(nil),     // 9: swarmgen.v1.Resources
-	(*BidRequest)(nil),    // 10: swarmgen.v1.BidRequest
-	(*Bid)(nil),           // 11: swarmgen.v1.Bid
-	(*Assignment)(nil),    // 12: swarmgen.v1.Assignment
-	(*Cancel)(nil),        // 13: swarmgen.v1.Cancel
-	(*TaskRequest)(nil),   // 14: swarmgen.v1.TaskRequest
-	(*TaskStats)(nil),     // 15: swarmgen.v1.TaskStats
-	(*TaskResult)(nil),    // 16: swarmgen.v1.TaskResult
-	(*SignedResult)(nil),  // 17: swarmgen.v1.SignedResult
-	(*TaskUpdate)(nil),    // 18: swarmgen.v1.TaskUpdate
-	(*FetchRequest)(nil),  // 19: swarmgen.v1.FetchRequest
-	nil,                   // 20: swarmgen.v1.CapacityAd.LabelsEntry
-	nil,                   // 21: swarmgen.v1.TableRequest.KnownEntry
+	(*KnownSeq)(nil),      // 8: swarmgen.v1.KnownSeq
+	(*TableResponse)(nil), // 9: swarmgen.v1.TableResponse
+	(*Resources)(nil),     // 10: swarmgen.v1.Resources
+	(*BidRequest)(nil),    // 11: swarmgen.v1.BidRequest
+	(*Bid)(nil),           // 12: swarmgen.v1.Bid
+	(*Assignment)(nil),    // 13: swarmgen.v1.Assignment
+	(*Cancel)(nil),        // 14: swarmgen.v1.Cancel
+	(*TaskRequest)(nil),   // 15: swarmgen.v1.TaskRequest
+	(*TaskStats)(nil),     // 16: swarmgen.v1.TaskStats
+	(*TaskResult)(nil),    // 17: swarmgen.v1.TaskResult
+	(*SignedResult)(nil),  // 18: swarmgen.v1.SignedResult
+	(*TaskUpdate)(nil),    // 19: swarmgen.v1.TaskUpdate
+	(*FetchRequest)(nil),  // 20: swarmgen.v1.FetchRequest
+	nil,                   // 21: swarmgen.v1.CapacityAd.LabelsEntry
 }
 var file_swarmgen_proto_depIdxs = []int32{
 	1,  // 0: swarmgen.v1.Capacity.gpus:type_name -> swarmgen.v1.GPU
 	2,  // 1: swarmgen.v1.CapacityAd.capacity:type_name -> swarmgen.v1.Capacity
 	3,  // 2: swarmgen.v1.CapacityAd.load:type_name -> swarmgen.v1.Load
 	4,  // 3: swarmgen.v1.CapacityAd.price:type_name -> swarmgen.v1.PricePolicy
-	20, // 4: swarmgen.v1.CapacityAd.labels:type_name -> swarmgen.v1.CapacityAd.LabelsEntry
-	21, // 5: swarmgen.v1.TableRequest.known:type_name -> swarmgen.v1.TableRequest.KnownEntry
+	21, // 4: swarmgen.v1.CapacityAd.labels:type_name -> swarmgen.v1.CapacityAd.LabelsEntry
+	8,  // 5: swarmgen.v1.TableRequest.known:type_name -> swarmgen.v1.KnownSeq
 	6,  // 6: swarmgen.v1.TableResponse.ads:type_name -> swarmgen.v1.SignedAd
-	9,  // 7: swarmgen.v1.BidRequest.resources:type_name -> swarmgen.v1.Resources
-	9,  // 8: swarmgen.v1.Assignment.resources:type_name -> swarmgen.v1.Resources
-	10, // 9: swarmgen.v1.TaskRequest.bid_request:type_name -> swarmgen.v1.BidRequest
-	12, // 10: swarmgen.v1.TaskRequest.assignment:type_name -> swarmgen.v1.Assignment
-	13, // 11: swarmgen.v1.TaskRequest.cancel:type_name -> swarmgen.v1.Cancel
-	15, // 12: swarmgen.v1.TaskResult.stats:type_name -> swarmgen.v1.TaskStats
+	10, // 7: swarmgen.v1.BidRequest.resources:type_name -> swarmgen.v1.Resources
+	10, // 8: swarmgen.v1.Assignment.resources:type_name -> swarmgen.v1.Resources
+	11, // 9: swarmgen.v1.TaskRequest.bid_request:type_name -> swarmgen.v1.BidRequest
+	13, // 10: swarmgen.v1.TaskRequest.assignment:type_name -> swarmgen.v1.Assignment
+	14, // 11: swarmgen.v1.TaskRequest.cancel:type_name -> swarmgen.v1.Cancel
+	16, // 12: swarmgen.v1.TaskResult.stats:type_name -> swarmgen.v1.TaskStats
 	0,  // 13: swarmgen.v1.TaskUpdate.state:type_name -> swarmgen.v1.TaskState
-	17, // 14: swarmgen.v1.TaskUpdate.result:type_name -> swarmgen.v1.SignedResult
+	18, // 14: swarmgen.v1.TaskUpdate.result:type_name -> swarmgen.v1.SignedResult
 	15, // [15:15] is the sub-list for method output_type
 	15, // [15:15] is the sub-list for method input_type
 	15, // [15:15] is the sub-list for extension type_name
@@ -1768,7 +1819,7 @@ func file_swarmgen_proto_init() {
 	if File_swarmgen_proto != nil {
 		return
 	}
-	file_swarmgen_proto_msgTypes[13].OneofWrappers = []any{
+	file_swarmgen_proto_msgTypes[14].OneofWrappers = []any{
 		(*TaskRequest_BidRequest)(nil),
 		(*TaskRequest_Assignment)(nil),
 		(*TaskRequest_Cancel)(nil),

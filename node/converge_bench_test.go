@@ -1,0 +1,103 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"path/filepath"
+	"runtime"
+	"testing"
+	"time"
+)
+
+// BenchmarkConvergence starts N in-process nodes, then connects them (each
+// dials node 0 and 3 random other nodes, like a bootstrap list, all at
+// once) and measures the time from the first dial until every node's
+// capacity table holds every other node, and the heap per node once
+// converged.
+//
+//	go test -run '^$' -bench Convergence -benchtime 1x ./node
+func BenchmarkConvergence(b *testing.B) {
+	for _, n := range []int{10, 50, 100} {
+		b.Run(fmt.Sprintf("nodes=%d", n), func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				benchConverge(b, n)
+			}
+		})
+	}
+}
+
+func benchConverge(b *testing.B, count int) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	runtime.GC()
+	var before runtime.MemStats
+	runtime.ReadMemStats(&before)
+	dir := b.TempDir()
+	rng := rand.New(rand.NewPCG(1, uint64(count)))
+	nodes := make([]*Node, 0, count)
+	defer func() {
+		for _, n := range nodes {
+			n.Close()
+		}
+	}()
+	for i := 0; i < count; i++ {
+		cfg := DefaultConfig()
+		cfg.DataDir = filepath.Join(dir, fmt.Sprint(i))
+		cfg.Listen = []string{"/ip4/127.0.0.1/tcp/0"}
+		cfg.Pool = "bench"
+		cfg.AdInterval = 10 * time.Second
+		cfg.MDNS, cfg.NAT, cfg.API = false, false, ""
+		n, err := New(ctx, cfg, WithLogger(quietLogger()))
+		if err != nil {
+			b.Fatal(err)
+		}
+		nodes = append(nodes, n)
+	}
+	b.ResetTimer()
+	start := time.Now()
+	errs := make(chan error, count)
+	for i := 1; i < count; i++ {
+		targets := map[int]bool{0: true}
+		for len(targets) < min(4, count-1) {
+			if t := rng.IntN(count); t != i {
+				targets[t] = true
+			}
+		}
+		go func() {
+			for t := range targets {
+				if err := nodes[i].Connect(ctx, nodes[t].Addrs()[0]); err != nil {
+					errs <- err
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for i := 1; i < count; i++ {
+		if err := <-errs; err != nil {
+			b.Fatal(err)
+		}
+	}
+	dialed := time.Since(start)
+	for _, n := range nodes {
+		for n.table.Len() < count-1 {
+			ch := n.TableChanged()
+			if n.table.Len() >= count-1 {
+				break
+			}
+			select {
+			case <-ctx.Done():
+				b.Fatalf("not converged: node sees %d of %d", n.table.Len(), count-1)
+			case <-ch:
+			}
+		}
+	}
+	total := time.Since(start)
+	runtime.GC()
+	var after runtime.MemStats
+	runtime.ReadMemStats(&after)
+	b.ReportMetric(float64(total.Milliseconds()), "ms-to-converge")
+	b.ReportMetric(float64(dialed.Milliseconds()), "ms-to-dial")
+	b.ReportMetric(float64(after.HeapInuse-before.HeapInuse)/float64(count)/(1<<20), "MiB-heap/node")
+}
