@@ -104,7 +104,11 @@ def main(argv=None):
     if args.serve:
         import serve
 
-        return serve.serve(args)
+        code = serve.serve(args)
+        # Skip interpreter teardown (torch's can take seconds): every output
+        # file is closed and the protocol stream flushed by now.
+        sys.stderr.flush()
+        os._exit(code)
     return run_once(args)
 
 

@@ -1,0 +1,676 @@
+package stablediffusion
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/swarmgen/swarmgen/inference"
+)
+
+// Defaults for WarmConfig fields left zero.
+const (
+	DefaultMaxIdle      = 10 * time.Minute
+	DefaultStartTimeout = 3 * time.Minute
+	// MaxBatch bounds the task dirs of one RunBatch (worker.py's limit).
+	MaxBatch = 64
+)
+
+// ErrBatch reports a RunBatch call that cannot run as one batch.
+var ErrBatch = errors.New("invalid batch")
+
+// WarmConfig configures a WarmPool.
+type WarmConfig struct {
+	// Python is the interpreter with torch and diffusers. Default: env
+	// SWARMGEN_PYTHON, else "python3".
+	Python string
+	// WorkerScript is the path of worker.py (required).
+	WorkerScript string
+	// GPUs lists device ids a worker may be pinned to (CUDA_VISIBLE_DEVICES);
+	// "" means CPU and "mps" Apple's GPU. Default: [""] (CPU only).
+	GPUs []string
+	// MaxIdle stops a worker that has served nothing for this long
+	// (default DefaultMaxIdle).
+	MaxIdle time.Duration
+	// StartTimeout bounds the wait for a new worker's "ready" event
+	// (default DefaultStartTimeout; importing torch is slow).
+	StartTimeout time.Duration
+	// Env adds environment variables to every worker (e.g. HF_HOME,
+	// HF_HUB_OFFLINE, SWARMGEN_SD_MODEL_ROOTS).
+	Env map[string]string
+	// LogCap caps each task's log (default inference.DefaultLogCap).
+	LogCap int
+	// Logger receives structured logs (default slog.Default()).
+	Logger *slog.Logger
+}
+
+type workerKey struct{ model, gpu string }
+
+// worker is the pool's slot for one (model, GPU): at most one process, used
+// by one request at a time (the holder of slot).
+type worker struct {
+	key  workerKey
+	slot chan struct{} // buffered(1): holding a token grants use of p
+
+	p *proc // guarded by slot
+
+	mu       sync.Mutex // guards the fields below (read by Stats without the slot)
+	pid      int
+	loads    int
+	tasks    int
+	starts   int
+	served   bool // a request completed since the last start: the model is loaded
+	lastUsed time.Time
+	removed  bool // the reaper took it out of the pool
+}
+
+// WorkerStats describes one warm worker, for ads and tests.
+type WorkerStats struct {
+	Model    string
+	GPU      string
+	PID      int  // 0 when no process is running
+	Loaded   bool // the process has served a request, so its model is in memory
+	Loads    int  // pipelines loaded by the current process
+	Tasks    int  // tasks served, over all processes
+	Restarts int  // processes started after the first one (crash, cancel, idle stop)
+	LastUsed time.Time
+}
+
+// WarmPool keeps long-lived `worker.py --serve` processes, one per (model,
+// GPU), starts them lazily, restarts them after a crash, stops them after
+// MaxIdle and on Close. It implements inference.Executor for single Stable
+// Diffusion tasks (Kind is inference.KindProcess: it runs local processes)
+// and RunBatch for replicas of one prompt. A task that is cancelled or
+// times out has its worker killed (the only way to stop a pipeline call
+// mid-step); the next task for that model starts a fresh one.
+//
+// A WarmPool is safe for concurrent use; calls for the same worker queue.
+// It owns every process and goroutine it starts; Close ends them all.
+type WarmPool struct {
+	cfg WarmConfig
+	log *slog.Logger
+
+	mu      sync.Mutex
+	workers map[workerKey]*worker
+	closed  bool
+	availOK bool
+
+	stop     chan struct{}
+	inflight sync.WaitGroup
+	reaper   sync.WaitGroup
+}
+
+var _ inference.Executor = (*WarmPool)(nil)
+
+// NewWarmPool returns a pool for cfg; no process starts until the first task.
+func NewWarmPool(cfg WarmConfig) *WarmPool {
+	if cfg.Python == "" {
+		cfg.Python = os.Getenv("SWARMGEN_PYTHON")
+	}
+	if cfg.Python == "" {
+		cfg.Python = "python3"
+	}
+	if len(cfg.GPUs) == 0 {
+		cfg.GPUs = []string{""}
+	}
+	if cfg.MaxIdle <= 0 {
+		cfg.MaxIdle = DefaultMaxIdle
+	}
+	if cfg.StartTimeout <= 0 {
+		cfg.StartTimeout = DefaultStartTimeout
+	}
+	if cfg.LogCap <= 0 {
+		cfg.LogCap = inference.DefaultLogCap
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	p := &WarmPool{
+		cfg:     cfg,
+		log:     cfg.Logger.With("component", "sd-warm-pool"),
+		workers: make(map[workerKey]*worker),
+		stop:    make(chan struct{}),
+	}
+	p.reaper.Add(1)
+	go p.reap()
+	return p
+}
+
+// Kind returns inference.KindProcess.
+func (p *WarmPool) Kind() string { return inference.KindProcess }
+
+// Available checks that the worker script exists and that the interpreter
+// imports torch and diffusers (checked once; a failure is re-checked).
+func (p *WarmPool) Available(ctx context.Context) error {
+	p.mu.Lock()
+	ok, closed := p.availOK, p.closed
+	p.mu.Unlock()
+	if closed {
+		return fmt.Errorf("%w: warm pool closed", inference.ErrUnavailable)
+	}
+	if ok {
+		return nil
+	}
+	if p.cfg.WorkerScript == "" {
+		return fmt.Errorf("%w: WarmConfig.WorkerScript not set", inference.ErrUnavailable)
+	}
+	if _, err := os.Stat(p.cfg.WorkerScript); err != nil {
+		return fmt.Errorf("%w: worker script: %w", inference.ErrUnavailable, err)
+	}
+	if err := checkPython(ctx, p.cfg.Python); err != nil {
+		return fmt.Errorf("%w: %w", inference.ErrUnavailable, err)
+	}
+	p.mu.Lock()
+	p.availOK = true
+	p.mu.Unlock()
+	return nil
+}
+
+// Run runs one task on a warm worker; see inference.Executor. A task the
+// worker rejects returns its Result (ExitCode 2 bad params, 3 model
+// unavailable, 1 other) and an error wrapping inference.ErrExit.
+func (p *WarmPool) Run(ctx context.Context, t *inference.Task, dir string, progress inference.Progress) (*inference.Result, error) {
+	var pf func(int, float64)
+	if progress != nil {
+		pf = func(_ int, f float64) { progress(f) }
+	}
+	res, msgs, err := p.runBatch(ctx, []*inference.Task{t}, []string{dir}, pf)
+	if err != nil {
+		if len(res) == 1 {
+			return res[0], err
+		}
+		return nil, err
+	}
+	if res[0].ExitCode != 0 {
+		return res[0], fmt.Errorf("%w: sd worker exit code %d: %s", inference.ErrExit, res[0].ExitCode, msgs[0])
+	}
+	return res[0], nil
+}
+
+// RunBatch runs replicas of one prompt (tasks that all ask for the same
+// model; dirs[i] is tasks[i]'s prepared task directory) as one request to
+// one worker. Tasks that share prompt, size, steps, guidance, scheduler and
+// LoRA become one pipeline call with a generator per task seed, so each
+// image equals its unbatched run within floating-point tolerance.
+// progress(i, f) reports task i (called from RunBatch's goroutine; may be
+// nil). A task the worker rejects has ExitCode != 0 and the reason in its
+// Log; err is nil then. err is non-nil when the batch as a whole failed
+// (invalid batch, cancel → inference.ErrCancelled, timeout →
+// inference.ErrTimeout, worker crash → inference.ErrExit, no worker →
+// inference.ErrUnavailable); the results are then nil or all failed. The
+// timeout is the longest Timeout among the tasks.
+func (p *WarmPool) RunBatch(ctx context.Context, tasks []*inference.Task, dirs []string, progress func(i int, f float64)) ([]*inference.Result, error) {
+	res, _, err := p.runBatch(ctx, tasks, dirs, progress)
+	return res, err
+}
+
+func (p *WarmPool) runBatch(ctx context.Context, tasks []*inference.Task, dirs []string, progress func(int, float64)) ([]*inference.Result, []string, error) {
+	if len(tasks) == 0 || len(tasks) != len(dirs) {
+		return nil, nil, fmt.Errorf("%w: %d tasks for %d dirs", ErrBatch, len(tasks), len(dirs))
+	}
+	if len(tasks) > MaxBatch {
+		return nil, nil, fmt.Errorf("%w: %d tasks, limit %d", ErrBatch, len(tasks), MaxBatch)
+	}
+	model := ""
+	var timeout time.Duration
+	abs := make([]string, len(dirs))
+	for i, t := range tasks {
+		m, err := modelOf(t.Params)
+		if err != nil {
+			return nil, nil, fmt.Errorf("%w: task %d: %w", ErrBatch, i, err)
+		}
+		if i > 0 && m != model {
+			return nil, nil, fmt.Errorf("%w: task %d asks for model %q, task 0 for %q", ErrBatch, i, m, model)
+		}
+		model = m
+		timeout = max(timeout, t.Timeout)
+		if abs[i], err = filepath.Abs(dirs[i]); err != nil {
+			return nil, nil, fmt.Errorf("%w: dir %d: %w", ErrBatch, i, err)
+		}
+	}
+
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return nil, nil, fmt.Errorf("%w: warm pool closed", inference.ErrUnavailable)
+	}
+	p.inflight.Add(1)
+	p.mu.Unlock()
+	defer p.inflight.Done()
+
+	if timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeoutCause(ctx, timeout, inference.ErrTimeout)
+		defer cancel()
+	}
+	w, err := p.acquire(ctx, model)
+	if err != nil {
+		return nil, nil, ctxErr(ctx, err)
+	}
+	defer p.release(w)
+	return p.serveRequest(ctx, w, tasks, abs, progress)
+}
+
+// ctxErr maps a context error to the executor sentinels.
+func ctxErr(ctx context.Context, err error) error {
+	if ctx.Err() == nil {
+		return err
+	}
+	if errors.Is(context.Cause(ctx), inference.ErrTimeout) {
+		return fmt.Errorf("%w: %w", inference.ErrTimeout, err)
+	}
+	return fmt.Errorf("%w: %w", inference.ErrCancelled, err)
+}
+
+// serveRequest sends one request to w's process (starting it if needed) and
+// collects its events. The caller holds w's slot.
+func (p *WarmPool) serveRequest(ctx context.Context, w *worker, tasks []*inference.Task, dirs []string, progress func(int, float64)) ([]*inference.Result, []string, error) {
+	started := time.Now()
+	if err := p.ensure(ctx, w); err != nil {
+		return nil, nil, ctxErr(ctx, err)
+	}
+	pr := w.p
+	capture := inference.NewTailBuffer(p.cfg.LogCap)
+	pr.setCapture(capture)
+	defer pr.setCapture(nil)
+
+	index := make(map[string]int, len(dirs))
+	for i, d := range dirs {
+		index[d] = i
+	}
+	id := strconv.FormatInt(time.Now().UnixNano(), 36)
+	if err := pr.send(request{ID: id, TaskDirs: dirs}); err != nil {
+		p.kill(w, "write failed")
+		return nil, nil, fmt.Errorf("%w: %w", inference.ErrExit, err)
+	}
+	for {
+		select {
+		case ev, ok := <-pr.events:
+			if !ok {
+				<-pr.exited
+				code := pr.exitCode()
+				p.log.Warn("sd worker died during a request", "model", w.key.model, "gpu", w.key.gpu, "pid", pr.pid, "exit", pr.exitText())
+				p.kill(w, "crashed")
+				msg := fmt.Sprintf("sd worker (pid %d) exited during the task: %s", pr.pid, pr.exitText())
+				return p.failAll(dirs, started, code, msg, capture), nil, fmt.Errorf("%w: %s", inference.ErrExit, msg)
+			}
+			switch {
+			case ev.Event == evProgress && ev.ID == id:
+				if i, found := index[ev.TaskDir]; found && progress != nil {
+					progress(i, ev.Value)
+				}
+			case ev.Event == evDone && ev.ID == id:
+				return p.results(w, ev, dirs, started, capture)
+			case ev.Event == evError && (ev.ID == id || ev.ID == ""):
+				p.kill(w, "protocol error")
+				return nil, nil, fmt.Errorf("%w: sd worker rejected the request: %s", inference.ErrExit, ev.Error)
+			}
+		case <-ctx.Done():
+			// A pipeline call cannot be interrupted between steps from the
+			// outside; killing the worker is the only prompt way out.
+			p.kill(w, "task cancelled")
+			err := ctxErr(ctx, errors.New("sd worker killed"))
+			return p.failAll(dirs, started, -1, err.Error(), capture), nil, err
+		}
+	}
+}
+
+// results turns a done event into per-task results.
+func (p *WarmPool) results(w *worker, ev event, dirs []string, started time.Time, capture *inference.TailBuffer) ([]*inference.Result, []string, error) {
+	byDir := make(map[string]taskResult, len(ev.Results))
+	for _, r := range ev.Results {
+		byDir[r.TaskDir] = r
+	}
+	now := time.Now()
+	logs := capture.Bytes()
+	res := make([]*inference.Result, len(dirs))
+	msgs := make([]string, len(dirs))
+	for i, d := range dirs {
+		r, ok := byDir[d]
+		if !ok {
+			r = taskResult{TaskDir: d, ExitCode: 1, Error: "sd worker returned no result for this task"}
+		}
+		var line string
+		if r.OK {
+			line = fmt.Sprintf("sd: ok %v (load %.2fs, infer %.2fs, batch of %d images)\n", r.Files, r.LoadS, r.InferS, r.BatchImages)
+		} else {
+			if r.ExitCode == 0 {
+				r.ExitCode = 1
+			}
+			line = "sd: " + r.Error + "\n"
+			msgs[i] = r.Error
+		}
+		out, _ := inference.OutputSize(d)
+		code := 0
+		if !r.OK {
+			code = r.ExitCode
+		}
+		res[i] = &inference.Result{
+			ExitCode:    code,
+			Log:         capLog(logs, line, p.cfg.LogCap),
+			OutputBytes: out,
+			Started:     started,
+			Finished:    now,
+		}
+	}
+	w.mu.Lock()
+	w.loads = ev.Loads
+	w.tasks += len(dirs)
+	w.served = true
+	w.mu.Unlock()
+	return res, msgs, nil
+}
+
+func (p *WarmPool) failAll(dirs []string, started time.Time, code int, msg string, capture *inference.TailBuffer) []*inference.Result {
+	now := time.Now()
+	res := make([]*inference.Result, len(dirs))
+	for i, d := range dirs {
+		out, _ := inference.OutputSize(d)
+		res[i] = &inference.Result{ExitCode: code, Log: capLog(capture.Bytes(), "sd: "+msg+"\n", p.cfg.LogCap), OutputBytes: out, Started: started, Finished: now}
+	}
+	return res
+}
+
+// capLog appends line to logs, keeping at most capBytes from the end.
+func capLog(logs []byte, line string, capBytes int) []byte {
+	b := append(append([]byte(nil), logs...), line...)
+	if len(b) > capBytes {
+		b = b[len(b)-capBytes:]
+	}
+	return b
+}
+
+// acquire picks the worker for model and takes its slot.
+func (p *WarmPool) acquire(ctx context.Context, model string) (*worker, error) {
+	for {
+		w, err := p.pick(model)
+		if err != nil {
+			return nil, err
+		}
+		select {
+		case w.slot <- struct{}{}:
+		case <-ctx.Done():
+			return nil, context.Cause(ctx)
+		}
+		w.mu.Lock()
+		removed := w.removed
+		w.mu.Unlock()
+		if !removed {
+			return w, nil
+		}
+		<-w.slot // the reaper retired it while we waited; pick again
+	}
+}
+
+func (p *WarmPool) release(w *worker) {
+	w.mu.Lock()
+	w.lastUsed = time.Now()
+	w.mu.Unlock()
+	<-w.slot
+}
+
+// pick chooses the GPU for model: a free worker that has it, else a GPU
+// with no worker at all, else the model's worker with the least waiting
+// (queueing), else the GPU with the fewest workers.
+func (p *WarmPool) pick(model string) (*worker, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return nil, fmt.Errorf("%w: warm pool closed", inference.ErrUnavailable)
+	}
+	var mine []*worker
+	perGPU := make(map[string]int)
+	for k, w := range p.workers {
+		perGPU[k.gpu]++
+		if k.model == model {
+			mine = append(mine, w)
+		}
+	}
+	sort.Slice(mine, func(i, j int) bool { return mine[i].key.gpu < mine[j].key.gpu })
+	for _, w := range mine {
+		if len(w.slot) == 0 {
+			return w, nil
+		}
+	}
+	for _, g := range p.cfg.GPUs {
+		if perGPU[g] == 0 {
+			return p.newWorkerLocked(workerKey{model, g}), nil
+		}
+	}
+	if len(mine) > 0 {
+		return mine[0], nil
+	}
+	best := p.cfg.GPUs[0]
+	for _, g := range p.cfg.GPUs {
+		if perGPU[g] < perGPU[best] {
+			best = g
+		}
+	}
+	return p.newWorkerLocked(workerKey{model, best}), nil
+}
+
+func (p *WarmPool) newWorkerLocked(k workerKey) *worker {
+	w := &worker{key: k, slot: make(chan struct{}, 1), lastUsed: time.Now()}
+	p.workers[k] = w
+	return w
+}
+
+// ensure starts w's process if it has none or it died. Caller holds the slot.
+func (p *WarmPool) ensure(ctx context.Context, w *worker) error {
+	if w.p != nil && w.p.alive() {
+		return nil
+	}
+	if w.p != nil {
+		p.log.Warn("restarting sd worker that exited", "model", w.key.model, "gpu", w.key.gpu, "pid", w.p.pid, "exit", w.p.exitText())
+		w.p.kill()
+		w.p = nil
+	}
+	p.mu.Lock()
+	closed := p.closed
+	p.mu.Unlock()
+	if closed {
+		return fmt.Errorf("%w: warm pool closed", inference.ErrUnavailable)
+	}
+	pr, err := startProc(ctx, &p.cfg, w.key, p.log.With("model", w.key.model, "gpu", w.key.gpu))
+	if err != nil {
+		return err
+	}
+	// Close may have run while the process started; don't leak it.
+	p.mu.Lock()
+	closed = p.closed
+	p.mu.Unlock()
+	if closed {
+		pr.kill()
+		return fmt.Errorf("%w: warm pool closed", inference.ErrUnavailable)
+	}
+	w.p = pr
+	w.mu.Lock()
+	w.pid, w.loads, w.served = pr.pid, 0, false
+	w.starts++
+	w.mu.Unlock()
+	return nil
+}
+
+// kill ends w's process; the next request starts a fresh one. Caller holds
+// the slot.
+func (p *WarmPool) kill(w *worker, why string) {
+	if w.p == nil {
+		return
+	}
+	p.log.Info("killing sd worker", "model", w.key.model, "gpu", w.key.gpu, "pid", w.p.pid, "why", why)
+	w.p.kill()
+	w.p = nil
+	w.mu.Lock()
+	w.pid, w.loads, w.served = 0, 0, false
+	w.mu.Unlock()
+}
+
+// reap stops workers idle for longer than MaxIdle.
+func (p *WarmPool) reap() {
+	defer p.reaper.Done()
+	every := min(max(p.cfg.MaxIdle/4, 50*time.Millisecond), 30*time.Second)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-p.stop:
+			return
+		case <-t.C:
+		}
+		p.mu.Lock()
+		var idle []*worker
+		for _, w := range p.workers {
+			w.mu.Lock()
+			if time.Since(w.lastUsed) > p.cfg.MaxIdle {
+				idle = append(idle, w)
+			}
+			w.mu.Unlock()
+		}
+		p.mu.Unlock()
+		for _, w := range idle {
+			select {
+			case w.slot <- struct{}{}:
+			default:
+				continue // busy: not idle after all
+			}
+			w.mu.Lock()
+			stillIdle := time.Since(w.lastUsed) > p.cfg.MaxIdle
+			if stillIdle {
+				w.removed = true
+			}
+			w.mu.Unlock()
+			if stillIdle {
+				p.mu.Lock()
+				if p.workers[w.key] == w {
+					delete(p.workers, w.key)
+				}
+				p.mu.Unlock()
+				if w.p != nil {
+					p.log.Info("stopping idle sd worker", "model", w.key.model, "gpu", w.key.gpu, "pid", w.p.pid, "idle", p.cfg.MaxIdle)
+					w.p.stop(10 * time.Second)
+					w.p = nil
+				}
+			}
+			<-w.slot
+		}
+	}
+}
+
+// WarmModels returns the models that a running worker has loaded, sorted
+// and without duplicates (for the capacity ad's warmModels).
+func (p *WarmPool) WarmModels() []string {
+	seen := map[string]bool{}
+	for _, s := range p.Stats() {
+		if s.PID != 0 && s.Loaded {
+			seen[s.Model] = true
+		}
+	}
+	out := make([]string, 0, len(seen))
+	for m := range seen {
+		out = append(out, m)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Stats returns one entry per worker, sorted by model then GPU.
+func (p *WarmPool) Stats() []WorkerStats {
+	p.mu.Lock()
+	ws := make([]*worker, 0, len(p.workers))
+	for _, w := range p.workers {
+		ws = append(ws, w)
+	}
+	p.mu.Unlock()
+	out := make([]WorkerStats, 0, len(ws))
+	for _, w := range ws {
+		w.mu.Lock()
+		out = append(out, WorkerStats{
+			Model: w.key.model, GPU: w.key.gpu, PID: w.pid, Loaded: w.served, Loads: w.loads,
+			Tasks: w.tasks, Restarts: max(w.starts-1, 0), LastUsed: w.lastUsed,
+		})
+		w.mu.Unlock()
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Model != out[j].Model {
+			return out[i].Model < out[j].Model
+		}
+		return out[i].GPU < out[j].GPU
+	})
+	return out
+}
+
+// Close stops every worker (killing ones busy with a task, whose Run then
+// fails) and waits for all of the pool's goroutines and processes to end.
+// Later calls return ErrUnavailable. Close is idempotent.
+func (p *WarmPool) Close() error {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return nil
+	}
+	p.closed = true
+	ws := make([]*worker, 0, len(p.workers))
+	for _, w := range p.workers {
+		ws = append(ws, w)
+	}
+	p.mu.Unlock()
+	close(p.stop)
+	p.reaper.Wait()
+	for _, w := range ws {
+		select {
+		case w.slot <- struct{}{}:
+			// Idle: stop gracefully.
+			if w.p != nil {
+				w.p.stop(5 * time.Second)
+				w.p = nil
+			}
+			<-w.slot
+		default:
+			// Busy: kill the process under the request, which then returns.
+			p.killBusy(w)
+		}
+	}
+	p.inflight.Wait()
+	return nil
+}
+
+// killBusy kills the process of a worker whose slot is held by a request;
+// the request sees the exit and cleans up (w.p is only touched under the
+// slot, so the pid is signalled rather than the proc reaped here).
+func (p *WarmPool) killBusy(w *worker) {
+	w.mu.Lock()
+	pid := w.pid
+	w.mu.Unlock()
+	if pid > 0 {
+		killPID(pid)
+	}
+}
+
+// checkPython verifies that python imports torch and diffusers.
+func checkPython(ctx context.Context, python string) error {
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, python, "-c", "import torch, diffusers").CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("%s cannot import torch and diffusers: %w: %s", python, err, tail(out, 500))
+	}
+	return nil
+}
+
+// jsonLine encodes v as one JSON line.
+func jsonLine(v any) ([]byte, error) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return nil, fmt.Errorf("encode sd worker request: %w", err)
+	}
+	return append(b, '\n'), nil
+}
