@@ -34,7 +34,7 @@ var testInstance = fmt.Sprintf("inference-test-%d", os.Getpid())
 // newDocker returns a docker executor, skipping (or failing under
 // SWARMGEN_REQUIRE_ALL=1) when no daemon answers. After the test it
 // asserts that no container of this test binary is left.
-func newDocker(t *testing.T, cfg DockerConfig) *Docker {
+func newDocker(t testing.TB, cfg DockerConfig) *Docker {
 	t.Helper()
 	cfg.Instance = testInstance
 	d, err := NewDocker(cfg)
@@ -66,7 +66,7 @@ func newDocker(t *testing.T, cfg DockerConfig) *Docker {
 
 // testImage builds (once per test binary) a FROM scratch image holding the
 // static testapp, via the Engine API with a tar context made here.
-func testImage(t *testing.T, d *Docker) string {
+func testImage(t testing.TB, d *Docker) string {
 	t.Helper()
 	bin := testapp(t)
 	imageOnce.Do(func() {
@@ -131,7 +131,7 @@ func testImage(t *testing.T, d *Docker) string {
 }
 
 // dockerTask returns a task running the test image with args.
-func dockerTask(t *testing.T, image string, args ...string) *Task {
+func dockerTask(t testing.TB, image string, args ...string) *Task {
 	task := newTask(t, args...)
 	task.App = App{Kind: KindDocker, Image: image, Command: append([]string{"/testapp"}, args...)}
 	return task
@@ -368,5 +368,25 @@ func TestDockerSpec(t *testing.T) {
 	}
 	if _, err := NewDocker(DockerConfig{User: "nobody"}); err == nil {
 		t.Fatal("non-numeric user accepted")
+	}
+}
+
+// BenchmarkDockerNoop measures one task through the docker executor:
+// image check, create, attach, start, wait, remove (FROM scratch image,
+// vfs storage driver here).
+func BenchmarkDockerNoop(b *testing.B) {
+	d := newDocker(b, DockerConfig{})
+	task := dockerTask(b, testImage(b, d), "app", "noop")
+	root := b.TempDir()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		dir, err := PrepareTaskDir(root, task)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if res, err := d.Run(context.Background(), task, dir, nil); err != nil {
+			b.Fatalf("%v: %s", err, logOf(res))
+		}
+		CleanupTaskDir(dir)
 	}
 }
