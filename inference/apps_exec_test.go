@@ -5,11 +5,13 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"image/png"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -94,17 +96,35 @@ func TestInProcessContract(t *testing.T) {
 		"fail":  func(ctx context.Context, env inference.AppEnv) error { return errors.New("boom") },
 		"panic": func(ctx context.Context, env inference.AppEnv) error { panic("kaboom") },
 		"block": func(ctx context.Context, env inference.AppEnv) error { <-ctx.Done(); return ctx.Err() },
+		"chatty": func(ctx context.Context, env inference.AppEnv) error {
+			var wg sync.WaitGroup
+			for range 4 {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for range 50 {
+						fmt.Fprintln(env.Stdout, "::progress 0.5")
+					}
+				}()
+			}
+			wg.Wait()
+			return nil
+		},
 		"big": func(ctx context.Context, env inference.AppEnv) error {
 			return os.WriteFile(filepath.Join(env.Output, "x"), make([]byte, 2000), 0o644)
 		},
 	}, inference.InProcessConfig{OutputCap: 1000})
+	var reports atomic.Int64
 	run := func(name string, timeout time.Duration, ctx context.Context) (*inference.Result, error) {
 		task := &inference.Task{JobID: "j", TaskID: name, App: inference.App{Command: []string{"{swarmgen}", "app", name}}, Timeout: timeout}
 		dir, err := inference.PrepareTaskDir(t.TempDir(), task)
 		if err != nil {
 			t.Fatal(err)
 		}
-		return ex.Run(ctx, task, dir, nil)
+		return ex.Run(ctx, task, dir, func(float64) { reports.Add(1) })
+	}
+	if _, err := run("chatty", 0, context.Background()); err != nil || reports.Load() != 200 {
+		t.Errorf("chatty: %v, %d progress reports, want 200", err, reports.Load())
 	}
 	bg := context.Background()
 	if res, err := run("fail", 0, bg); !errors.Is(err, inference.ErrExit) || res.ExitCode != 1 || !strings.Contains(string(res.Log), "boom") {

@@ -16,6 +16,7 @@ import (
 	cerrdefs "github.com/containerd/errdefs"
 	"github.com/moby/moby/api/pkg/stdcopy"
 	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/api/types/mount"
 	"github.com/moby/moby/client"
 )
 
@@ -229,7 +230,8 @@ func (d *Docker) ContainerSpec(t *Task, dir string) (*container.Config, *contain
 	}
 	pids := d.cfg.PidsLimit
 	hc := &container.HostConfig{
-		Binds:          []string{dir + ":" + ContainerTaskDir + ":rw"},
+		// Mounts, not Binds: a host path with ':' cannot break the syntax.
+		Mounts:         []mount.Mount{{Type: mount.TypeBind, Source: dir, Target: ContainerTaskDir}},
 		NetworkMode:    "none",
 		ReadonlyRootfs: true,
 		Tmpfs:          map[string]string{"/tmp": "rw,nosuid,nodev,size=" + strconv.FormatInt(d.cfg.TmpfsSize, 10)},
@@ -249,7 +251,7 @@ func (d *Docker) ContainerSpec(t *Task, dir string) (*container.Config, *contain
 		hc.NetworkMode = "bridge"
 	}
 	if d.cfg.ModelCacheDir != "" {
-		hc.Binds = append(hc.Binds, d.cfg.ModelCacheDir+":"+ContainerModelsDir+":rw")
+		hc.Mounts = append(hc.Mounts, mount.Mount{Type: mount.TypeBind, Source: d.cfg.ModelCacheDir, Target: ContainerModelsDir})
 	}
 	if t.Resources.GPUs > 0 {
 		hc.Resources.DeviceRequests = []container.DeviceRequest{{
@@ -290,6 +292,9 @@ func (d *Docker) Run(ctx context.Context, t *Task, dir string, progress Progress
 		if cerrdefs.IsNotFound(err) {
 			return nil, fmt.Errorf("image %q (swarmgen never pulls; load or build it first): %w", t.App.Image, ErrNoImage)
 		}
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("%w: %w", ErrCancelled, context.Cause(ctx))
+		}
 		return nil, fmt.Errorf("inspect image %q: %w: %w", t.App.Image, ErrUnavailable, err)
 	}
 	if err := giveTo(filepath.Join(absDir, OutputDir), d.uid, d.gid); err != nil {
@@ -299,6 +304,9 @@ func (d *Docker) Run(ctx context.Context, t *Task, dir string, progress Progress
 
 	created, err := d.cli.ContainerCreate(ctx, client.ContainerCreateOptions{Config: cfg, HostConfig: hc, Name: containerName(t)})
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("%w: %w", ErrCancelled, context.Cause(ctx))
+		}
 		return nil, fmt.Errorf("create container: %w", err)
 	}
 	id := created.ID
@@ -331,6 +339,9 @@ func (d *Docker) Run(ctx context.Context, t *Task, dir string, progress Progress
 	if _, err := d.cli.ContainerStart(ctx, id, client.ContainerStartOptions{}); err != nil {
 		attach.Close()
 		<-copied
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("%w: %w", ErrCancelled, context.Cause(ctx))
+		}
 		return nil, fmt.Errorf("start container: %w", err)
 	}
 	log.Debug("container started", "id", id[:12])

@@ -350,7 +350,8 @@ func TestDockerSpec(t *testing.T) {
 	}
 	if hc.NetworkMode != "none" || !hc.ReadonlyRootfs || hc.CapDrop[0] != "ALL" || hc.SecurityOpt[0] != "no-new-privileges" ||
 		hc.NanoCPUs != 1_500_000_000 || hc.Memory != 1<<30 || hc.MemorySwap != 1<<30 || *hc.PidsLimit != DefaultPidsLimit ||
-		hc.Binds[0] != "/tmp/x:/task:rw" || !strings.HasSuffix(hc.Binds[1], ":/models:rw") || hc.Tmpfs["/tmp"] == "" {
+		len(hc.Mounts) != 2 || hc.Mounts[0].Source != "/tmp/x" || hc.Mounts[0].Target != "/task" || hc.Mounts[0].ReadOnly ||
+		hc.Mounts[1].Target != "/models" || hc.Tmpfs["/tmp"] == "" || len(hc.Binds) != 0 {
 		t.Fatalf("host config %+v", hc)
 	}
 	want := []container.DeviceRequest{{Driver: "nvidia", Count: 2, Capabilities: [][]string{{"gpu"}}}}

@@ -83,7 +83,9 @@ type Result struct {
 	Finished    time.Time
 }
 
-// Progress receives progress reports in [0,1] from "::progress" lines.
+// Progress receives progress reports in [0,1] from "::progress" lines. An
+// executor calls it from one goroutine at a time, not necessarily the one
+// that called Run; it should return quickly.
 type Progress func(fraction float64)
 
 // Executor runs one task in a prepared task directory (see PrepareTaskDir).

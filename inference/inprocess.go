@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
+	"sync"
 	"time"
 )
 
@@ -116,7 +117,9 @@ func (e *InProcess) Run(ctx context.Context, t *Task, dir string, progress Progr
 	}
 	tlog := NewTaskLog(e.cfg.LogCap, progress)
 	res := &Result{Started: time.Now()}
-	appErr := callApp(runCtx, fn, NewAppEnv(absDir, tlog.Stdout()))
+	// Apps may write from several goroutines; the progress parser may not.
+	stdout := &lockedWriter{w: tlog.Stdout()}
+	appErr := callApp(runCtx, fn, NewAppEnv(absDir, stdout))
 	tlog.Close()
 	res.Finished = time.Now()
 
@@ -154,4 +157,16 @@ func callApp(ctx context.Context, fn AppFunc, env AppEnv) (err error) {
 		}
 	}()
 	return fn(ctx, env)
+}
+
+// lockedWriter serialises writes.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }
