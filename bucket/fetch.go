@@ -1,0 +1,246 @@
+package bucket
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/ipfs/boxo/blockservice"
+	"github.com/ipfs/boxo/ipld/merkledag"
+	blocks "github.com/ipfs/go-block-format"
+	"github.com/ipfs/go-cid"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/swarmgen/swarmgen/protocol"
+	"github.com/swarmgen/swarmgen/protocol/pb"
+)
+
+// Fetch copies the whole DAG under root from peer `from` into the local
+// blockstore and pins it for the result TTL. The primary path is a CAR
+// stream over protocol.FetchProtocol; if the stream fails or ends early the
+// rest comes over a bitswap session with the already connected peer (no
+// content routing). Every block is hashed against its CID and must be linked
+// from blocks verified before it; at most maxBytes of block data are
+// accepted (<= 0: the serve default).
+//
+// Errors wrap ErrCorruptBlock (a block that does not match its CID or that
+// the DAG does not need: no fallback, the peer is not trusted further),
+// ErrMissingBlock (the peer could not deliver a block), ErrTooLarge, or the
+// context's error.
+func (s *Store) Fetch(ctx context.Context, root cid.Cid, from peer.ID, maxBytes int64) error {
+	if s.host == nil {
+		return errors.New("fetch: store has no libp2p host")
+	}
+	if err := checkPrefix(root); err != nil {
+		return fmt.Errorf("fetch %s: %w", root, err)
+	}
+	if maxBytes <= 0 {
+		maxBytes = s.cfg.serveMaxBytes
+	}
+	unlock, err := s.lockWrite()
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	log := s.log.With("root", root, "from", from)
+	start := time.Now()
+	v := newDAGVerifier(root, maxBytes)
+	err = s.fetchCAR(ctx, root, from, v)
+	if err != nil && ctx.Err() != nil {
+		return fmt.Errorf("fetch %s from %s: %w", root, from, ctx.Err())
+	}
+	if errors.Is(err, ErrCorruptBlock) || errors.Is(err, ErrTooLarge) || errors.Is(err, ErrUnsupported) {
+		log.Warn("fetch refused peer data", "err", err, "blocks", v.blocks, "bytes", v.total)
+		return fmt.Errorf("fetch %s from %s: %w", root, from, err)
+	}
+	if err != nil || !v.done() {
+		log.Info("fetch stream incomplete, falling back to bitswap",
+			"err", err, "blocks", v.blocks, "bytes", v.total, "missing", len(v.needed))
+		if err := s.fetchBitswap(ctx, from, v); err != nil {
+			return fmt.Errorf("fetch %s from %s: %w", root, from, err)
+		}
+	}
+	if err := s.pin(ctx, root, s.cfg.resultTTL, "fetched"); err != nil {
+		return err
+	}
+	d := time.Since(start)
+	log.Debug("fetched", "blocks", v.blocks, "bytes", v.total, "took", d,
+		"MBps", float64(v.total)/1e6/max(d.Seconds(), 1e-9))
+	return nil
+}
+
+// fetchCAR runs the primary path: one stream, one CAR.
+func (s *Store) fetchCAR(ctx context.Context, root cid.Cid, from peer.ID, v *dagVerifier) error {
+	st, err := s.host.NewStream(ctx, from, protocol.FetchProtocol)
+	if err != nil {
+		return fmt.Errorf("open fetch stream: %w", err)
+	}
+	defer st.Close()
+	stop := context.AfterFunc(ctx, func() { st.Reset() })
+	defer stop()
+	if err := protocol.WriteMsg(st, &pb.FetchRequest{RootCid: root.Bytes(), MaxBytes: v.max}); err != nil {
+		st.Reset()
+		return err
+	}
+	if err := st.CloseWrite(); err != nil {
+		st.Reset()
+		return fmt.Errorf("close fetch request: %w", err)
+	}
+	r := bufio.NewReaderSize(st, fetchReadBufferSize)
+	idle := s.cfg.streamIdle
+	err = receiveCAR(r, root, v, func(b []blocks.Block) error {
+		return s.bs.PutMany(ctx, b)
+	}, func() { _ = st.SetReadDeadline(time.Now().Add(idle)) })
+	if err != nil {
+		st.Reset()
+	}
+	return err
+}
+
+// fetchBitswap fetches what v still needs over a bitswap session, level by
+// level, verifying each block with v as well (bitswap already rejects data
+// that does not hash to a wanted CID). It gives up with ErrMissingBlock
+// after the block timeout passes without progress.
+func (s *Store) fetchBitswap(ctx context.Context, from peer.ID, v *dagVerifier) error {
+	if s.host.Network().Connectedness(from) != network.Connected {
+		if err := s.host.Connect(ctx, peer.AddrInfo{ID: from}); err != nil {
+			return fmt.Errorf("%w: %s unreachable for bitswap: %w", ErrMissingBlock, from, err)
+		}
+	}
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	ses := blockservice.NewSession(sctx, s.bsvc)
+	for !v.done() {
+		want := v.missing()
+		wctx, wcancel := context.WithCancel(sctx)
+		timer := time.AfterFunc(s.cfg.blockTimeout, wcancel)
+		var got int
+		var verr error
+		for blk := range ses.GetBlocks(wctx, want) {
+			timer.Reset(s.cfg.blockTimeout)
+			if verr != nil {
+				continue
+			}
+			if _, err := v.accept(blk.Cid(), blk.RawData()); err != nil {
+				verr = err
+				wcancel()
+				continue
+			}
+			got++
+		}
+		timer.Stop()
+		wcancel()
+		if verr != nil {
+			return verr
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if got < len(want) {
+			return fmt.Errorf("%w: %d of %d blocks not delivered by %s within %s (first: %s)",
+				ErrMissingBlock, len(v.needed), len(want), from, s.cfg.blockTimeout, v.missing()[0])
+		}
+	}
+	return nil
+}
+
+// handleFetchStream serves one FetchRequest: the DAG under root as a CARv1
+// in depth-first pre-order, each block once, stopping at the smaller of the
+// request's and the server's byte limit. A root this node does not have, a
+// missing block or a full server resets the stream; the client then falls
+// back to bitswap and reports what is missing.
+func (s *Store) handleFetchStream(st network.Stream) {
+	if !s.serveStart() {
+		st.Reset()
+		return
+	}
+	defer s.serveDone()
+	select {
+	case s.serveSem <- struct{}{}:
+		defer func() { <-s.serveSem }()
+	default:
+		s.log.Warn("fetch stream refused: too many concurrent streams", "peer", st.Conn().RemotePeer())
+		st.Reset()
+		return
+	}
+	log := s.log.With("peer", st.Conn().RemotePeer())
+	if err := s.serveFetch(st); err != nil {
+		log.Info("fetch stream aborted", "err", err)
+		st.Reset()
+		return
+	}
+	st.Close()
+}
+
+func (s *Store) serveFetch(st network.Stream) error {
+	idle := s.cfg.streamIdle
+	_ = st.SetReadDeadline(time.Now().Add(idle))
+	var req pb.FetchRequest
+	if err := protocol.ReadMsg(bufio.NewReaderSize(st, protocol.MaxFetchRequest+16), protocol.MaxFetchRequest, &req); err != nil {
+		return fmt.Errorf("read fetch request: %w", err)
+	}
+	root, err := cid.Cast(req.GetRootCid())
+	if err != nil {
+		return fmt.Errorf("fetch request root: %w", err)
+	}
+	if err := checkPrefix(root); err != nil {
+		return fmt.Errorf("fetch request root: %w", err)
+	}
+	limit := s.cfg.serveMaxBytes
+	if m := req.GetMaxBytes(); m > 0 && m < limit {
+		limit = m
+	}
+	ctx := s.ctx
+	if ok, err := s.bs.Has(ctx, root); err != nil || !ok {
+		return fmt.Errorf("%w: root %s not held here", ErrMissingBlock, root)
+	}
+	w := bufio.NewWriterSize(st, fetchWriteBufferSize)
+	_ = st.SetWriteDeadline(time.Now().Add(idle))
+	if _, err := w.Write(carHeader(root)); err != nil {
+		return err
+	}
+	var sent int64
+	seen := map[string]struct{}{root.KeyString(): {}}
+	stack := []cid.Cid{root}
+	for len(stack) > 0 {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		c := stack[len(stack)-1]
+		stack = stack[:len(stack)-1]
+		blk, err := s.bs.Get(ctx, c)
+		if err != nil {
+			return fmt.Errorf("%w: %s: %w", ErrMissingBlock, c, err)
+		}
+		data := blk.RawData()
+		sent += int64(len(data))
+		if sent > limit {
+			return fmt.Errorf("%w: DAG %s exceeds %d bytes", ErrTooLarge, root, limit)
+		}
+		_ = st.SetWriteDeadline(time.Now().Add(idle))
+		if err := writeCarSection(w, c, data); err != nil {
+			return fmt.Errorf("write block %s: %w", c, err)
+		}
+		if c.Type() != cid.DagProtobuf {
+			continue
+		}
+		nd, err := merkledag.DecodeProtobuf(data)
+		if err != nil {
+			return fmt.Errorf("decode %s: %w", c, err)
+		}
+		links := nd.Links()
+		// Push in reverse so the first link is sent first (pre-order DFS).
+		for i := len(links) - 1; i >= 0; i-- {
+			k := links[i].Cid.KeyString()
+			if _, ok := seen[k]; ok {
+				continue
+			}
+			seen[k] = struct{}{}
+			stack = append(stack, links[i].Cid)
+		}
+	}
+	return w.Flush()
+}

@@ -1,0 +1,240 @@
+package bucket
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/ipfs/boxo/ipld/merkledag"
+	"github.com/ipfs/go-cid"
+	ds "github.com/ipfs/go-datastore"
+	"github.com/ipfs/go-datastore/query"
+)
+
+// pinPrefix is the datastore namespace of pin records, beside the
+// blockstore's "/blocks".
+const pinPrefix = "/swarmgen/pins/"
+
+// PinInfo is one pin record.
+type PinInfo struct {
+	Root    cid.Cid   `json:"root"`
+	Name    string    `json:"name"`
+	Created time.Time `json:"created"`
+	Expires time.Time `json:"expires"` // zero: never
+}
+
+type pinRecord struct {
+	Name    string    `json:"name"`
+	Created time.Time `json:"created"`
+	Expires time.Time `json:"expires,omitzero"`
+}
+
+func pinKey(c cid.Cid) ds.Key { return ds.NewKey(pinPrefix + c.String()) }
+
+// Pin keeps root and everything reachable from it until ttl has passed
+// (ttl <= 0: until Unpin). Pinning a root that is already pinned keeps the
+// later expiry and takes the new name.
+func (s *Store) Pin(ctx context.Context, root cid.Cid, ttl time.Duration, name string) error {
+	unlock, err := s.lockWrite()
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	return s.pin(ctx, root, ttl, name)
+}
+
+// pin is Pin for callers that already hold the GC read lock.
+func (s *Store) pin(ctx context.Context, root cid.Cid, ttl time.Duration, name string) error {
+	s.pinMu.Lock()
+	defer s.pinMu.Unlock()
+	now := s.cfg.now()
+	rec := pinRecord{Name: name, Created: now}
+	if ttl > 0 {
+		rec.Expires = now.Add(ttl)
+	}
+	if old, err := s.ds.Get(ctx, pinKey(root)); err == nil {
+		var prev pinRecord
+		if json.Unmarshal(old, &prev) == nil {
+			rec.Created = prev.Created
+			if prev.Expires.IsZero() || (!rec.Expires.IsZero() && prev.Expires.After(rec.Expires)) {
+				rec.Expires = prev.Expires
+			}
+		}
+	}
+	b, err := json.Marshal(rec)
+	if err != nil {
+		return err
+	}
+	if err := s.ds.Put(ctx, pinKey(root), b); err != nil {
+		return fmt.Errorf("pin %s: %w", root, err)
+	}
+	return nil
+}
+
+// Unpin removes the pin on root; its blocks go at the next GC unless
+// another pin reaches them.
+func (s *Store) Unpin(ctx context.Context, root cid.Cid) error {
+	s.pinMu.Lock()
+	defer s.pinMu.Unlock()
+	if err := s.ds.Delete(ctx, pinKey(root)); err != nil {
+		return fmt.Errorf("unpin %s: %w", root, err)
+	}
+	return nil
+}
+
+// Pins lists the pin records, expired ones included until GC removes them.
+func (s *Store) Pins(ctx context.Context) ([]PinInfo, error) {
+	res, err := s.ds.Query(ctx, query.Query{Prefix: pinPrefix})
+	if err != nil {
+		return nil, fmt.Errorf("list pins: %w", err)
+	}
+	defer res.Close()
+	var out []PinInfo
+	for r := range res.Next() {
+		if r.Error != nil {
+			return nil, fmt.Errorf("list pins: %w", r.Error)
+		}
+		c, err := cid.Decode(ds.NewKey(r.Key).BaseNamespace())
+		if err != nil {
+			s.log.Warn("bad pin key", "key", r.Key, "err", err)
+			continue
+		}
+		var rec pinRecord
+		if err := json.Unmarshal(r.Value, &rec); err != nil {
+			s.log.Warn("bad pin record", "root", c, "err", err)
+			continue
+		}
+		out = append(out, PinInfo{Root: c, Name: rec.Name, Created: rec.Created, Expires: rec.Expires})
+	}
+	return out, nil
+}
+
+// GCStats says what one GC run did.
+type GCStats struct {
+	ExpiredPins   int
+	LivePins      int
+	BlocksKept    int
+	BlocksRemoved int
+}
+
+// GC removes expired pins, then deletes every block not reachable from a
+// live pin (mark and sweep). Writers (import, fetch, assemble) hold off GC
+// until their root is pinned, so their blocks are never swept in flight.
+func (s *Store) GC(ctx context.Context) (GCStats, error) {
+	var st GCStats
+	if s.ctx.Err() != nil {
+		return st, ErrClosed
+	}
+	s.gcMu.Lock()
+	defer s.gcMu.Unlock()
+	pins, err := s.Pins(ctx)
+	if err != nil {
+		return st, err
+	}
+	now := s.cfg.now()
+	live := map[string]struct{}{} // multihash bytes: the blockstore keys by multihash
+	for _, p := range pins {
+		if !p.Expires.IsZero() && !p.Expires.After(now) {
+			s.pinMu.Lock()
+			err := s.ds.Delete(ctx, pinKey(p.Root))
+			s.pinMu.Unlock()
+			if err != nil {
+				return st, fmt.Errorf("gc: drop expired pin %s: %w", p.Root, err)
+			}
+			st.ExpiredPins++
+			s.log.Info("pin expired", "root", p.Root, "name", p.Name, "expired", p.Expires)
+			continue
+		}
+		st.LivePins++
+		if err := s.mark(ctx, p.Root, live); err != nil {
+			return st, err
+		}
+	}
+	keys, err := s.bs.AllKeysChan(ctx)
+	if err != nil {
+		return st, fmt.Errorf("gc: list blocks: %w", err)
+	}
+	var dead []cid.Cid
+	for k := range keys {
+		if _, ok := live[string(k.Hash())]; ok {
+			st.BlocksKept++
+			continue
+		}
+		dead = append(dead, k)
+	}
+	if err := ctx.Err(); err != nil {
+		return st, err
+	}
+	for _, k := range dead {
+		if err := s.bs.DeleteBlock(ctx, k); err != nil {
+			return st, fmt.Errorf("gc: delete %s: %w", k, err)
+		}
+		st.BlocksRemoved++
+	}
+	if st.BlocksRemoved > 0 || st.ExpiredPins > 0 {
+		s.log.Info("gc done", "expiredPins", st.ExpiredPins, "livePins", st.LivePins,
+			"blocksKept", st.BlocksKept, "blocksRemoved", st.BlocksRemoved)
+	}
+	return st, nil
+}
+
+// mark adds every locally present block reachable from root to live. Raw
+// leaves are marked without being read; missing blocks are skipped (a
+// partial DAG keeps what it has).
+func (s *Store) mark(ctx context.Context, root cid.Cid, live map[string]struct{}) error {
+	stack := []cid.Cid{root}
+	for len(stack) > 0 {
+		c := stack[len(stack)-1]
+		stack = stack[:len(stack)-1]
+		if _, ok := live[string(c.Hash())]; ok {
+			continue
+		}
+		if c.Type() == cid.Raw {
+			live[string(c.Hash())] = struct{}{}
+			continue
+		}
+		blk, err := s.bs.Get(ctx, c)
+		if err != nil {
+			if isNotFound(err) {
+				continue
+			}
+			return fmt.Errorf("gc: mark %s: %w", c, err)
+		}
+		live[string(c.Hash())] = struct{}{}
+		if c.Type() != cid.DagProtobuf {
+			continue
+		}
+		nd, err := merkledag.DecodeProtobuf(blk.RawData())
+		if err != nil {
+			s.log.Warn("gc: undecodable dag-pb node kept", "cid", c, "err", err)
+			continue
+		}
+		for _, l := range nd.Links() {
+			stack = append(stack, l.Cid)
+		}
+	}
+	return nil
+}
+
+func isNotFound(err error) bool {
+	return errors.Is(err, ds.ErrNotFound) || ipldIsNotFound(err)
+}
+
+// gcLoop runs GC every interval until the Store closes.
+func (s *Store) gcLoop() {
+	defer s.wg.Done()
+	t := time.NewTicker(s.cfg.gcInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.ctx.Done():
+			return
+		case <-t.C:
+			if _, err := s.GC(s.ctx); err != nil && s.ctx.Err() == nil {
+				s.log.Error("gc failed", "err", err)
+			}
+		}
+	}
+}
