@@ -103,6 +103,7 @@ type Coordinator struct {
 	rel   map[peer.ID]*Reliability
 	table []Entry
 	load  map[peer.ID]*peerLoad
+	names map[peer.ID]string // peer.ID.String memo: base58 is costly per event
 }
 
 // peerLoad corrects a peer's advertised free slots by the assignments this
@@ -121,6 +122,7 @@ func NewCoordinator(cfg Config) *Coordinator {
 		tasks: map[string]*task{},
 		rel:   map[peer.ID]*Reliability{},
 		load:  map[peer.ID]*peerLoad{},
+		names: map[peer.ID]string{},
 	}
 }
 
@@ -761,7 +763,7 @@ func (c *Coordinator) event(now time.Time, j *job, typ string, t *task, p peer.I
 		ev.TaskID, ev.Status = t.id, t.status
 	}
 	if p != "" {
-		ev.Provider = p.String()
+		ev.Provider = c.peerString(p)
 	}
 	return JobChanged{JobID: j.rec.ID, Event: ev}
 }
@@ -772,5 +774,20 @@ func clip(s string) string {
 	if len(s) > max {
 		return s[:max] + "…"
 	}
+	return s
+}
+
+// peerString returns p's base58 form, memoised (bounded: the memo is
+// dropped when it grows past maxNames).
+func (c *Coordinator) peerString(p peer.ID) string {
+	const maxNames = 4096
+	if s, ok := c.names[p]; ok {
+		return s
+	}
+	if len(c.names) >= maxNames {
+		clear(c.names)
+	}
+	s := p.String()
+	c.names[p] = s
 	return s
 }
