@@ -54,8 +54,10 @@ func kindOf(raw json.RawMessage) string {
 
 func isNull(raw json.RawMessage) bool { return kindOf(raw) == "null" }
 
-// objectMembers splits a JSON object into its members in document order.
-// Duplicate keys are an error: which one would win is decoder-dependent.
+// objectMembers splits a JSON object into its members in document order,
+// leaving out members whose value is null (clients often serialise unset
+// optional fields as null). Duplicate keys are an error: which one would
+// win is decoder-dependent.
 func objectMembers(raw json.RawMessage, path string) ([]member, error) {
 	if k := kindOf(raw); k != "an object" {
 		return nil, fieldErr(path, "must be an object, got %s", k)
@@ -80,6 +82,9 @@ func objectMembers(raw json.RawMessage, path string) ([]member, error) {
 			return nil, fieldErr(join(path, key), "duplicate field")
 		}
 		seen[key] = true
+		if isNull(v) {
+			continue // null means "not set": the default applies
+		}
 		out = append(out, member{key, v})
 	}
 	return out, nil

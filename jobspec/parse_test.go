@@ -165,6 +165,20 @@ func TestParseBodyTooLarge(t *testing.T) {
 	}
 }
 
+func TestParseNullMeansUnset(t *testing.T) {
+	s, err := Parse([]byte(`{"templateID": "fractal", "constraints": null, "seed": null, "params": {"partitioner": null, "app": {"width": null}}}`), Builtin(), DefaultLimits())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.SeedSet || len(s.App) != 0 || s.Partitioner.NumReplicas != 1 {
+		t.Fatalf("spec = %+v", s)
+	}
+	_, err = Parse([]byte(`{"templateID": null}`), Builtin(), DefaultLimits())
+	if fe, ok := err.(*FieldError); !ok || fe.Path != "templateID" {
+		t.Fatalf("err = %v", err)
+	}
+}
+
 func TestParseAppSeedIsJobSeed(t *testing.T) {
 	s, err := Parse([]byte(`{"templateID": "sd", "params": {"app": {"prompt": "x", "seed": 1234}}}`), Builtin(), DefaultLimits())
 	if err != nil {
