@@ -279,6 +279,7 @@ func (c *Coordinator) place(now time.Time, j *job) []Action {
 		Now: now, Req: &j.rec.Requirements, Exclude: exclude, SlotDelta: delta, Placed: placed,
 		Reliability: c.reliabilityScore, Self: c.cfg.Self, Seed: j.seed,
 	})
+	j.rejections = rej.Counts()
 	if len(cands) == 0 {
 		reasons := rej.Summary()
 		if len(c.table) == 0 {
@@ -340,6 +341,12 @@ func (c *Coordinator) OnBids(now time.Time, jobID string, bids map[peer.ID]*pb.B
 			s -= float64(max(b.EtaMs, 0)) / 60000
 			offers = append(offers, &offer{p: p, left: int(b.Slots), score: s})
 		}
+	}
+	if j.rejections == nil {
+		j.rejections = map[Reason]int{}
+	}
+	for r, n := range rej.Counts() {
+		j.rejections[r] += n
 	}
 	sort.SliceStable(offers, func(a, b int) bool { return offers[a].score > offers[b].score })
 	var acts []Action
@@ -626,6 +633,21 @@ func (c *Coordinator) Jobs() []api.Job {
 	out := make([]api.Job, len(js))
 	for i, j := range js {
 		out[i] = j.view()
+	}
+	return out
+}
+
+// Rejections returns, per reason, how many peers the job's last placement
+// round rejected (filters and declined or missing bids), for metrics and
+// debugging; Job().Reasons has the same as human lines.
+func (c *Coordinator) Rejections(jobID string) map[Reason]int {
+	j := c.jobs[jobID]
+	if j == nil {
+		return nil
+	}
+	out := make(map[Reason]int, len(j.rejections))
+	for r, n := range j.rejections {
+		out[r] = n
 	}
 	return out
 }

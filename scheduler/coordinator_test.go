@@ -45,6 +45,9 @@ func TestPendingWithReasonsThenRuns(t *testing.T) {
 	if j.Status != api.JobPending || !slices.Equal(j.Reasons, []string{"2 peers lack a GPU", "1 peer is full"}) {
 		t.Fatalf("job = %s %q", j.Status, j.Reasons)
 	}
+	if rc := c.Rejections("j1"); rc[ReasonNoGPU] != 2 || rc[ReasonFull] != 1 {
+		t.Fatalf("rejection counts = %v", rc)
+	}
 	// A GPU peer appears: bids go out, tasks are assigned, the job runs.
 	now = now.Add(time.Second)
 	gpu := entry(t, 3, withGPU(24<<30))

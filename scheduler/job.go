@@ -205,6 +205,7 @@ type job struct {
 	seq        uint64
 	assembling bool
 	seed       uint64
+	rejections map[Reason]int // of the last placement round
 }
 
 func (j *job) terminal() bool {
