@@ -330,6 +330,29 @@ func TestDockerReapOrphans(t *testing.T) {
 	}
 }
 
+// TestDockerGPU runs a container with Resources.GPUs=1 and checks that a
+// GPU device node shows up inside. It needs an NVIDIA GPU and the nvidia
+// container runtime, so it runs only with SWARMGEN_TEST_GPU=1 (CI machines
+// have no GPU; TestDockerSpec covers the request itself).
+func TestDockerGPU(t *testing.T) {
+	if os.Getenv("SWARMGEN_TEST_GPU") != "1" {
+		t.Skip("set SWARMGEN_TEST_GPU=1 on a host with an NVIDIA GPU and the nvidia container runtime")
+	}
+	d := newDocker(t, DockerConfig{})
+	task := dockerTask(t, testImage(t, d), "gpu")
+	task.Resources.GPUs = 1
+	res, err := d.Run(context.Background(), task, prepare(t, task), nil)
+	if err != nil {
+		t.Fatalf("Run: %v\nlog: %s", err, logOf(res))
+	}
+	t.Logf("log: %s", res.Log)
+	task = dockerTask(t, testImage(t, d), "gpu")
+	task.TaskID += "-nogpu"
+	if _, err := d.Run(context.Background(), task, prepare(t, task), nil); !errors.Is(err, ErrExit) {
+		t.Fatalf("without GPUs: err = %v, want ErrExit (no device visible)", err)
+	}
+}
+
 // TestDockerSpec checks the sandbox settings, GPU requests included (no
 // GPU is needed to build the spec).
 func TestDockerSpec(t *testing.T) {

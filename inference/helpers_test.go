@@ -32,10 +32,16 @@ var (
 )
 
 // testapp builds inference/testdata/testapp once per test binary as a
-// static binary (so the docker tests can put it in a FROM scratch image).
+// static binary (so the docker tests can put it in a FROM scratch image),
+// or returns $SWARMGEN_TESTAPP when set.
 func testapp(t testing.TB) string {
 	t.Helper()
 	testappOnce.Do(func() {
+		// A prebuilt static testapp, for machines without a Go toolchain.
+		if p := os.Getenv("SWARMGEN_TESTAPP"); p != "" {
+			testappPath = p
+			return
+		}
 		testappDir, testappErr = os.MkdirTemp("", "swarmgen-testapp-")
 		if testappErr != nil {
 			return

@@ -117,6 +117,20 @@ func main() {
 			fatal("dial 1.1.1.1:53 succeeded: network is reachable")
 		}
 		fmt.Println("dial failed:", err)
+	case "gpu":
+		// The nvidia runtime injects /dev/nvidia<N> for each GPU granted.
+		ents, err := os.ReadDir("/dev")
+		must(err)
+		n := 0
+		for _, e := range ents {
+			if name := e.Name(); strings.HasPrefix(name, "nvidia") && len(name) > 6 && name[6] >= '0' && name[6] <= '9' {
+				fmt.Println("gpu device: /dev/" + name)
+				n++
+			}
+		}
+		if n == 0 {
+			fatal("no /dev/nvidia<N> device in the container")
+		}
 	case "oom":
 		mib, _ := strconv.Atoi(arg(2))
 		var keep [][]byte
