@@ -422,4 +422,3 @@ func TestHumanFormats(t *testing.T) {
 		t.Errorf("cell = %q", got)
 	}
 }
-
