@@ -1,0 +1,69 @@
+# swarmgen — make targets. `make demo` runs the main job, `make test` the tests.
+SHELL := /bin/bash
+GO ?= go
+export GOFLAGS ?= -mod=mod
+# go-nvml's cgo headers carry deprecation warnings that are not ours.
+export CGO_CFLAGS ?= -Wno-deprecated-declarations
+VENV ?= .venv
+PYTHON ?= $(VENV)/bin/python
+BIN := bin/swarmgen
+FUZZTIME ?= 10s
+
+.PHONY: build test test-go test-python fuzz bench lint demo pyenv proto docker-image clean
+
+build: $(BIN)
+
+$(BIN): $(shell find . -name '*.go' -not -path './.venv/*') go.mod go.sum
+	$(GO) build -o $(BIN) ./cmd/swarmgen
+
+# The Python environment for Stable Diffusion (CPU torch from PyPI is fine).
+pyenv: $(VENV)/.installed
+$(VENV)/.installed: inference/stablediffusion/requirements.txt
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -r inference/stablediffusion/requirements.txt
+	touch $@
+
+# Everything: Go tests with the race detector, a short run of every fuzz
+# target, and the Python worker's tests.
+test: build pyenv test-go fuzz test-python
+
+test-go: build
+	SWARMGEN_PYTHON=$(abspath $(PYTHON)) SWARMGEN_BINARY=$(abspath $(BIN)) \
+		$(GO) test -race -count=1 -timeout 30m ./...
+
+test-python: pyenv
+	$(PYTHON) -m pytest -q inference/stablediffusion/tests
+
+# Each fuzz target for FUZZTIME (go test -fuzz takes one target at a time).
+fuzz:
+	@set -e; for pkg in $$($(GO) list ./...); do \
+		dir=$$($(GO) list -f '{{.Dir}}' $$pkg); \
+		for f in $$(grep -ho '^func Fuzz[A-Za-z0-9_]*' $$dir/*_test.go 2>/dev/null | sed 's/func //'); do \
+			echo "fuzz $$pkg $$f ($(FUZZTIME))"; \
+			$(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg >/dev/null || \
+				{ echo "FAIL fuzz $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg; exit 1; }; \
+		done; \
+	done
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchtime 1x ./node/...
+	$(GO) test -run '^$$' -bench . ./scheduler/... ./bucket/... ./inference/...
+
+lint:
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }
+	$(GO) vet ./...
+
+# The main job: a 3-node devnet runs the example request body (5 Stable
+# Diffusion images) and writes them to demo-output/.
+demo: build pyenv
+	./scripts/demo.sh
+
+proto:
+	cd protocol/pb && protoc -I. --go_out=. --go_opt=paths=source_relative swarmgen.proto
+
+docker-image:
+	docker build -t swarmgen:latest .
+
+clean:
+	rm -rf bin demo-output
