@@ -1,6 +1,7 @@
 package scheduler
 
 import (
+	"encoding/json"
 	"fmt"
 	"testing"
 	"time"
@@ -245,6 +246,12 @@ func FuzzRestore(f *testing.F) {
 	snap, _ := c.Export("j")
 	f.Add(snap)
 	f.Add([]byte(`{"version":1}`))
+	// Hand-made inconsistent snapshots: Restore must refuse them.
+	var m map[string]any
+	_ = json.Unmarshal(snap, &m)
+	m["status"] = "completed"
+	bad, _ := json.Marshal(m)
+	f.Add(bad)
 	f.Fuzz(func(t *testing.T, data []byte) {
 		c := newCoord(nil)
 		if _, err := c.Restore(t0, data); err != nil {

@@ -127,6 +127,18 @@ func (c *Coordinator) Restore(now time.Time, data []byte) ([]Action, error) {
 		if ts.Status == api.TaskCompleted && (ts.Done == nil || len(ts.Done.Root) == 0) {
 			return nil, fmt.Errorf("restore %q: task %d completed without a result", rec.ID, i)
 		}
+		if ts.Status == api.TaskFailed && ts.Failures < rec.MaxAttempts {
+			return nil, fmt.Errorf("restore %q: task %d failed after %d of %d attempts", rec.ID, i, ts.Failures, rec.MaxAttempts)
+		}
+		if s.Status == api.JobCompleted && ts.Status != api.TaskCompleted {
+			return nil, fmt.Errorf("restore %q: completed job with task %d %s", rec.ID, i, ts.Status)
+		}
+		if (s.Status == api.JobPending || s.Status == api.JobRunning) && ts.Status == api.TaskCancelled {
+			return nil, fmt.Errorf("restore %q: %s job with a cancelled task %d", rec.ID, s.Status, i)
+		}
+		if ts.Failures < 0 || ts.Started < 0 || ts.NextAttempt < 0 || len(ts.InFlight) > 2 {
+			return nil, fmt.Errorf("restore %q: task %d: counters out of range", rec.ID, i)
+		}
 	}
 	j := c.addJob(rec, s.Created)
 	j.status, j.updated, j.finished, j.reasons, j.err, j.bucket, j.seq = s.Status, s.Updated, s.Finished, s.Reasons, s.Error, s.Bucket, s.Seq
