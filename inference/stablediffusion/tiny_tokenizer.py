@@ -70,4 +70,8 @@ def build_clip_tokenizer(work_dir, model_max_length=77):
     from transformers import CLIPTokenizer
 
     vocab_path, merges_path = write_tokenizer_files(work_dir)
-    return CLIPTokenizer(vocab=vocab_path, merges=merges_path, model_max_length=model_max_length)
+    try:
+        return CLIPTokenizer(vocab=vocab_path, merges=merges_path, model_max_length=model_max_length)
+    except TypeError:
+        # transformers 4.x names the file arguments differently.
+        return CLIPTokenizer(vocab_file=vocab_path, merges_file=merges_path, model_max_length=model_max_length)
