@@ -86,10 +86,19 @@ func NewProcess(cfg ProcessConfig) *Process {
 func (p *Process) Kind() string { return KindProcess }
 
 // Available reports an error when process groups are not supported on this
-// platform.
+// platform or the swarmgen binary is not an executable file.
 func (p *Process) Available(ctx context.Context) error {
 	if !processGroupsSupported {
 		return fmt.Errorf("process executor needs process groups (unix): %w", ErrUnavailable)
+	}
+	if p.cfg.SwarmgenBinary != "" {
+		fi, err := os.Stat(p.cfg.SwarmgenBinary)
+		if err != nil {
+			return fmt.Errorf("swarmgen binary: %w: %w", ErrUnavailable, err)
+		}
+		if !fi.Mode().IsRegular() || fi.Mode().Perm()&0o111 == 0 {
+			return fmt.Errorf("swarmgen binary %s is not an executable file: %w", p.cfg.SwarmgenBinary, ErrUnavailable)
+		}
 	}
 	return nil
 }
@@ -128,6 +137,18 @@ func buildEnv(layers ...map[string]string) ([]string, error) {
 	return out, nil
 }
 
+// checkLoaderEnv refuses task env vars that make the dynamic loader run
+// other code (LD_PRELOAD and friends): App.Env comes from the job, and on
+// the host that would turn params into code execution.
+func checkLoaderEnv(env map[string]string) error {
+	for k := range env {
+		if strings.HasPrefix(k, "LD_") || strings.HasPrefix(k, "DYLD_") {
+			return fmt.Errorf("env var %s is not allowed for host processes: %w", k, ErrInvalidTask)
+		}
+	}
+	return nil
+}
+
 // argv returns the command with the swarmgen placeholder substituted.
 func (p *Process) argv(t *Task) ([]string, error) {
 	if len(t.App.Command) == 0 || t.App.Command[0] == "" {
@@ -161,6 +182,9 @@ func (p *Process) Run(ctx context.Context, t *Task, dir string, progress Progres
 	absDir, err := filepath.Abs(dir)
 	if err != nil {
 		return nil, fmt.Errorf("task dir %q: %w", dir, err)
+	}
+	if err := checkLoaderEnv(t.App.Env); err != nil {
+		return nil, err
 	}
 	env, err := buildEnv(
 		map[string]string{"PATH": minimalPath, "HOME": absDir},

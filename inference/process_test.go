@@ -272,9 +272,21 @@ func TestProcessEnvAndParams(t *testing.T) {
 
 func TestProcessBadEnv(t *testing.T) {
 	p := newProc(t, ProcessConfig{})
-	task := newTask(t, "ok")
-	task.App.Env = map[string]string{"A=B": "x"}
-	if _, err := p.Run(context.Background(), task, prepare(t, task), nil); !errors.Is(err, ErrInvalidTask) {
-		t.Fatalf("err = %v, want ErrInvalidTask", err)
+	for _, env := range []map[string]string{{"A=B": "x"}, {"": "x"}, {"A": "x\x00y"}, {"LD_PRELOAD": "/tmp/x.so"}} {
+		task := newTask(t, "ok")
+		task.App.Env = env
+		if _, err := p.Run(context.Background(), task, prepare(t, task), nil); !errors.Is(err, ErrInvalidTask) {
+			t.Errorf("env %q: err = %v, want ErrInvalidTask", env, err)
+		}
+	}
+}
+
+func TestProcessAvailable(t *testing.T) {
+	if err := newProc(t, ProcessConfig{}).Available(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	p := NewProcess(ProcessConfig{SwarmgenBinary: filepath.Join(t.TempDir(), "missing")})
+	if err := p.Available(context.Background()); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("missing binary: err = %v, want ErrUnavailable", err)
 	}
 }

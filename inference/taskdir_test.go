@@ -92,3 +92,44 @@ func TestOutputSize(t *testing.T) {
 		t.Fatalf("output/ symlink: err = %v, want ErrBadOutput", err)
 	}
 }
+
+// FuzzTaskDirName: ids come from job bodies and peers; an accepted id must
+// name a directory two levels below the root, never elsewhere.
+func FuzzTaskDirName(f *testing.F) {
+	f.Add("job", "task", 0)
+	f.Add("..", "x", 1)
+	f.Add("a/b", "c", 2)
+	f.Add("j", ".", -1)
+	f.Fuzz(func(t *testing.T, job, task string, attempt int) {
+		name, err := TaskDirName(&Task{JobID: job, TaskID: task, Attempt: attempt})
+		if err != nil {
+			if !errors.Is(err, ErrInvalidTask) {
+				t.Fatalf("error does not wrap ErrInvalidTask: %v", err)
+			}
+			return
+		}
+		root := "/srv/tasks"
+		full := filepath.Join(root, name)
+		rel, err := filepath.Rel(root, full)
+		if err != nil || rel == ".." || strings.HasPrefix(rel, "../") || strings.Count(rel, string(filepath.Separator)) != 1 ||
+			filepath.Dir(rel) != job {
+			t.Fatalf("ids %q/%q map to %s (rel %s)", job, task, full, rel)
+		}
+	})
+}
+
+func FuzzValidateParams(f *testing.F) {
+	f.Add([]byte(`{"a":1}`))
+	f.Add([]byte(`[]`))
+	f.Add([]byte(` `))
+	f.Fuzz(func(t *testing.T, p []byte) {
+		if err := ValidateParams(p); err == nil {
+			trimmed := strings.TrimSpace(string(p))
+			if trimmed != "" && (!json.Valid(p) || trimmed[0] != '{') {
+				t.Fatalf("accepted %q", p)
+			}
+		} else if !errors.Is(err, ErrInvalidTask) {
+			t.Fatalf("error does not wrap ErrInvalidTask: %v", err)
+		}
+	})
+}
