@@ -210,7 +210,7 @@ func (n *Node) Close() error {
 		n.wg.Wait()
 		var errs []error
 		for i := len(n.closers) - 1; i >= 0; i-- {
-			if err := n.closers[i](); err != nil {
+			if err := n.closers[i](); err != nil && !errors.Is(err, context.Canceled) {
 				errs = append(errs, err)
 			}
 		}

@@ -1,5 +1,3 @@
-//go:build lead_node
-
 package main
 
 import (
