@@ -70,6 +70,15 @@ func (s *Store) pin(ctx context.Context, root cid.Cid, ttl time.Duration, name s
 	if err := s.ds.Put(ctx, pinKey(root), b); err != nil {
 		return fmt.Errorf("pin %s: %w", root, err)
 	}
+	return s.flush(root)
+}
+
+// flush makes every write so far durable (the WAL is off, see
+// pebbleOptions).
+func (s *Store) flush(root cid.Cid) error {
+	if err := s.ds.DB.Flush(); err != nil {
+		return fmt.Errorf("pin %s: flush: %w", root, err)
+	}
 	return nil
 }
 
@@ -81,7 +90,7 @@ func (s *Store) Unpin(ctx context.Context, root cid.Cid) error {
 	if err := s.ds.Delete(ctx, pinKey(root)); err != nil {
 		return fmt.Errorf("unpin %s: %w", root, err)
 	}
-	return nil
+	return s.flush(root)
 }
 
 // Pins lists the pin records, expired ones included until GC removes them.

@@ -108,7 +108,9 @@ func TestHostileAdsRejectedAndCounted(t *testing.T) {
 	publish(ad(101, nil), true) // wrong signature
 	publish(ad(102, func(a *pb.CapacityAd) { a.Capacity.CpuMillis = -4000 }), false)
 	publish(ad(103, func(a *pb.CapacityAd) { a.TimestampMs = now.Add(time.Hour).UnixMilli() }), false)
-	publish(ad(104, func(a *pb.CapacityAd) { a.WarmModels = []string{strings.Repeat("m", 1000), strings.Repeat("n", 1000), strings.Repeat("o", 1000), strings.Repeat("p", 1000)} }), false)
+	publish(ad(104, func(a *pb.CapacityAd) {
+		a.WarmModels = []string{strings.Repeat("m", 1000), strings.Repeat("n", 1000), strings.Repeat("o", 1000), strings.Repeat("p", 1000)}
+	}), false)
 
 	want := map[string]int64{
 		protocol.ErrAdSignature.Error(): 1,

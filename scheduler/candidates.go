@@ -163,6 +163,9 @@ func checkExcluded(sc *SelectContext, c *Candidate) Reason {
 
 func checkPeerConstraints(sc *SelectContext, c *Candidate) Reason {
 	cs := sc.Req.Constraints
+	if len(cs.ExcludePeers) == 0 && len(cs.Peers) == 0 {
+		return ""
+	}
 	id := c.Peer.String()
 	if slices.Contains(cs.ExcludePeers, id) {
 		return ReasonExcludedByJob

@@ -422,3 +422,96 @@ func TestHumanFormats(t *testing.T) {
 		t.Errorf("cell = %q", got)
 	}
 }
+
+func TestInterspersedFlags(t *testing.T) {
+	app := newApp(&cmdEnv{io: stdio{out: io.Discard, err: io.Discard}})
+	for _, tc := range []struct{ in, want string }{
+		{"swarmgen job submit job.json --replicas 3 --wait", "swarmgen job submit --replicas 3 --wait job.json"},
+		{"swarmgen --api x job submit - -t sd", "swarmgen --api x job submit -t sd -"},
+		{"swarmgen job get j1 -o out --force", "swarmgen job get -o out --force j1"},
+		{"swarmgen job submit --set=a=1 f", "swarmgen job submit --set=a=1 f"},
+		{"swarmgen job submit -t x -- -odd-name", "swarmgen job submit -t x -- -odd-name"},
+		{"swarmgen nosuch a --b", "swarmgen nosuch a --b"},
+		{"swarmgen job logs j1 --task 2", "swarmgen job logs --task 2 j1"},
+	} {
+		got := strings.Join(interspersed(app, strings.Fields(tc.in)), " ")
+		if got != tc.want {
+			t.Errorf("interspersed(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}
+
+func TestJobStatusListLogsCancel(t *testing.T) {
+	f := newFakeAPI(t)
+	now := time.Now()
+	job := api.Job{ID: "j-7", Status: api.JobRunning, TemplateID: "fractal", CreatedAt: now.Add(-2 * time.Hour),
+		Reasons: []string{"task 2: no candidate: 3 peers lack gpu"},
+		Tasks: []api.Task{
+			{ID: "j-7-0", Index: 0, Status: api.TaskCompleted, Provider: "12D3KooWAAAAAAAAAAAAAAAAprovider01", Attempts: 1, ResultCID: "bafkqaaa", Progress: 1,
+				StartedAt: now.Add(-100 * time.Second), FinishedAt: now.Add(-40 * time.Second)},
+			{ID: "j-7-1", Index: 1, Status: api.TaskRunning, Attempts: 2, Progress: 0.25, Error: "first try: oom\nmore"},
+			{ID: "j-7-2", Index: 2, Status: api.TaskPending},
+		}}
+	f.json("GET /v1/jobs/j-7", 200, job)
+	f.json("GET /v1/jobs", 200, []api.Job{job})
+	f.json("GET /v1/jobs/j-7/logs", 200, []api.TaskLog{
+		{TaskID: "j-7-0", Index: 0, Attempt: 1, Provider: "p1", Log: "step 1\n::progress 0.5\ndone"},
+		{TaskID: "j-7-1", Index: 1, Attempt: 2, Log: "\x1b[31mred\x1b[0m\n"},
+	})
+	cancelled := job
+	cancelled.Status = api.JobCancelled
+	f.json("DELETE /v1/jobs/j-7", 200, cancelled)
+
+	r := runCLI(t, "", "--api", f.srv.URL, "job", "status", "j-7")
+	for _, want := range []string{"Status:    running", "Tasks:     1/3 done, 1 running, 1 queued", "  - task 2: no candidate: 3 peers lack gpu",
+		"INDEX  STATUS", "0      completed  100%", "…provider01", "1m00s", "first try: oom …", "1      running    25%"} {
+		if !strings.Contains(r.out, want) {
+			t.Errorf("job status lacks %q:\n%s", want, r.out)
+		}
+	}
+	r = runCLI(t, "", "--api", f.srv.URL, "job", "list")
+	if r.code != 0 || !strings.Contains(r.out, "j-7  running  fractal   1/3    2h00m ago") {
+		t.Errorf("job list:\n%s", r.out)
+	}
+	r = runCLI(t, "", "--api", f.srv.URL, "job", "logs", "j-7")
+	want := "== task 0 (attempt 1, provider p1) ==\nstep 1\n::progress 0.5\ndone\n\n== task 1 (attempt 2) ==\n[31mred[0m\n"
+	if r.code != 0 || r.out != want {
+		t.Errorf("job logs: %q\nwant %q", r.out, want)
+	}
+	r = runCLI(t, "", "--api", f.srv.URL, "job", "logs", "j-7", "--task", "1", "--json")
+	var logs []api.TaskLog
+	if err := json.Unmarshal([]byte(r.out), &logs); err != nil || len(logs) != 1 || logs[0].Index != 1 {
+		t.Errorf("logs --task 1 --json: %v %s", err, r.out)
+	}
+	if r := runCLI(t, "", "--api", f.srv.URL, "job", "logs", "j-7", "--task", "5"); r.code != exitError {
+		t.Errorf("logs of a missing task: exit %d", r.code)
+	}
+	r = runCLI(t, "", "--api", f.srv.URL, "job", "cancel", "j-7")
+	if r.code != 0 || r.out != "j-7 cancelled\n" || f.hitCount("DELETE /v1/jobs/j-7") != 1 {
+		t.Errorf("cancel: exit %d out %q", r.code, r.out)
+	}
+}
+
+func TestTemplates(t *testing.T) {
+	f := newFakeAPI(t)
+	tp := api.Template{ID: "stable-diffusion", Aliases: []string{"img-gen-fiffusers-template", "sd"}, Description: "text to image",
+		App: json.RawMessage(`{"kind":"python","module":"sd"}`), Params: json.RawMessage(`{"steps":{"type":"int","default":20}}`),
+		Partitioner: "replicas", Assembler: "bucket", Source: "builtin"}
+	f.json("GET /v1/templates", 200, []api.Template{tp})
+	f.json("GET /v1/templates/sd", 200, tp)
+	r := runCLI(t, "", "--api", f.srv.URL, "template", "list")
+	if r.code != 0 || !strings.Contains(r.out, "stable-diffusion  img-gen-fiffusers-template,sd  replicas     builtin  text to image") {
+		t.Errorf("template list:\n%s", r.out)
+	}
+	r = runCLI(t, "", "--api", f.srv.URL, "template", "show", "sd")
+	for _, want := range []string{"ID:           stable-diffusion", "App:\n  {\n    \"kind\": \"python\"", "\"default\": 20"} {
+		if !strings.Contains(r.out, want) {
+			t.Errorf("template show lacks %q:\n%s", want, r.out)
+		}
+	}
+	r = runCLI(t, "", "--api", f.srv.URL, "template", "show", "sd", "--json")
+	var got api.Template
+	if err := json.Unmarshal([]byte(r.out), &got); err != nil || got.ID != "stable-diffusion" {
+		t.Errorf("template show --json: %v %s", err, r.out)
+	}
+}
