@@ -1,0 +1,122 @@
+package bucket
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/ipfs/boxo/ipld/merkledag"
+	"github.com/ipfs/go-cid"
+	ipld "github.com/ipfs/go-ipld-format"
+)
+
+// Entry is one task output placed in a bucket: the directory Name (e.g.
+// "task-0") pointing at the task's output DAG Root.
+type Entry struct {
+	Name string
+	Root cid.Cid
+}
+
+// Assemble builds a job bucket: a UnixFS directory with one subdirectory
+// per entry (the task's DAG linked as is: no file data is copied) and
+// manifest.json, and pins it for ttl. Every entry's DAG must be complete in
+// the local blockstore (fetch it first); manifest must decode as a Manifest.
+func (s *Store) Assemble(ctx context.Context, entries []Entry, manifest []byte, ttl time.Duration) (cid.Cid, error) {
+	if _, err := DecodeManifest(manifest); err != nil {
+		return cid.Undef, fmt.Errorf("assemble: %w", err)
+	}
+	if len(entries)+1 > s.cfg.maxDirEntries {
+		return cid.Undef, fmt.Errorf("assemble: %w: %d entries, limit %d", ErrTooLarge, len(entries), s.cfg.maxDirEntries-1)
+	}
+	unlock, err := s.lockWrite()
+	if err != nil {
+		return cid.Undef, err
+	}
+	defer unlock()
+	links := make([]*ipld.Link, 0, len(entries)+1)
+	for _, e := range entries {
+		if err := ValidateName(e.Name); err != nil {
+			return cid.Undef, fmt.Errorf("assemble: entry: %w", err)
+		}
+		if e.Name == ManifestName {
+			return cid.Undef, fmt.Errorf("assemble: %w: entry named %s", ErrInvalidName, ManifestName)
+		}
+		if err := s.checkComplete(ctx, e.Root); err != nil {
+			return cid.Undef, fmt.Errorf("assemble: entry %s: %w", e.Name, err)
+		}
+		nd, err := s.getNode(ctx, e.Root)
+		if err != nil {
+			return cid.Undef, fmt.Errorf("assemble: entry %s: %w", e.Name, err)
+		}
+		l, err := namedLink(e.Name, nd)
+		if err != nil {
+			return cid.Undef, err
+		}
+		links = append(links, l)
+	}
+	batch := newBatchDAG(ctx, s.dag)
+	mf, err := importFile(batch, bytes.NewReader(manifest))
+	if err != nil {
+		return cid.Undef, fmt.Errorf("assemble: manifest: %w", err)
+	}
+	ml, err := namedLink(ManifestName, mf)
+	if err != nil {
+		return cid.Undef, err
+	}
+	links = append(links, ml)
+	root, err := dirNode(ctx, batch, links)
+	if err != nil {
+		return cid.Undef, fmt.Errorf("assemble: %w", err)
+	}
+	if err := batch.Commit(); err != nil {
+		return cid.Undef, fmt.Errorf("assemble: commit: %w", err)
+	}
+	if err := s.pin(ctx, root.Cid(), ttl, "bucket"); err != nil {
+		return cid.Undef, err
+	}
+	return root.Cid(), nil
+}
+
+// checkComplete reports ErrMissingBlock unless every block of the DAG under
+// root is stored locally. Raw leaves are checked with Has, not read.
+func (s *Store) checkComplete(ctx context.Context, root cid.Cid) error {
+	seen := map[string]struct{}{}
+	stack := []cid.Cid{root}
+	for len(stack) > 0 {
+		c := stack[len(stack)-1]
+		stack = stack[:len(stack)-1]
+		if _, ok := seen[c.KeyString()]; ok {
+			continue
+		}
+		seen[c.KeyString()] = struct{}{}
+		if c.Type() == cid.Raw {
+			ok, err := s.bs.Has(ctx, c)
+			if err != nil {
+				return err
+			}
+			if !ok {
+				return fmt.Errorf("%w: %s", ErrMissingBlock, c)
+			}
+			continue
+		}
+		blk, err := s.bs.Get(ctx, c)
+		if err != nil {
+			if isNotFound(err) {
+				return fmt.Errorf("%w: %s", ErrMissingBlock, c)
+			}
+			return err
+		}
+		if c.Type() != cid.DagProtobuf {
+			return fmt.Errorf("%w: %s: codec 0x%x", ErrUnsupported, c, c.Type())
+		}
+		nd, err := merkledag.DecodeProtobuf(blk.RawData())
+		if err != nil {
+			return fmt.Errorf("%w: %s: %w", ErrCorruptBlock, c, err)
+		}
+		for _, l := range nd.Links() {
+			stack = append(stack, l.Cid)
+		}
+	}
+	return nil
+}
