@@ -116,3 +116,20 @@ func FuzzDecodeTemplate(f *testing.F) {
 		}
 	})
 }
+
+func TestLoadDirOverridesBuiltin(t *testing.T) {
+	dir := t.TempDir()
+	body := `{"id": "fractal", "description": "site version", "app": {"kind": "docker", "image": "site/fractal:2"}, "params": []}`
+	os.WriteFile(filepath.Join(dir, "fractal.json"), []byte(body), 0o644)
+	reg := Builtin()
+	if err := reg.LoadDir(dir); err != nil {
+		t.Fatal(err)
+	}
+	tm, _ := reg.Get("fractal")
+	if tm.Image() != "site/fractal:2" {
+		t.Fatalf("not overridden: %+v", tm)
+	}
+	if _, ok := reg.Get("mandelbrot"); ok {
+		t.Fatal("old aliases survive the override")
+	}
+}

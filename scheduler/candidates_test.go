@@ -141,3 +141,13 @@ func TestRankPreferences(t *testing.T) {
 		t.Error("tie order ignores the seed")
 	}
 }
+
+func TestRankSelfIsACandidate(t *testing.T) {
+	table := []Entry{entry(t, 0), entry(t, 1), entry(t, 2)}
+	for _, self := range []int{0, 1, 2} {
+		cs, _ := Rank(table, SelectContext{Now: t0, Req: req(nil), Self: testPeer(t, self), Seed: 7})
+		if len(cs) != 3 || cs[0].Peer != testPeer(t, self) || !cs[0].Self {
+			t.Fatalf("self %d: %v", self, peersOf(cs))
+		}
+	}
+}

@@ -104,6 +104,7 @@ type Coordinator struct {
 	table []Entry
 	load  map[peer.ID]*peerLoad
 	names map[peer.ID]string // peer.ID.String memo: base58 is costly per event
+	added uint64             // jobs added, for a stable listing order
 }
 
 // peerLoad corrects a peer's advertised free slots by the assignments this
@@ -147,7 +148,8 @@ func (c *Coordinator) Submit(now time.Time, rec JobRecord) ([]Action, error) {
 }
 
 func (c *Coordinator) addJob(rec JobRecord, now time.Time) *job {
-	j := &job{rec: rec, status: api.JobPending, created: now, updated: now, seed: SeedFor(rec.ID, c.cfg.Rand)}
+	c.added++
+	j := &job{rec: rec, status: api.JobPending, created: now, updated: now, seed: SeedFor(rec.ID, c.cfg.Rand), added: c.added}
 	for i, ts := range rec.Tasks {
 		t := &task{job: j, id: TaskID(rec.ID, i), spec: ts, status: api.TaskPending,
 			excluded: map[peer.ID]bool{}, declined: map[peer.ID]int{}}
@@ -333,7 +335,9 @@ func (c *Coordinator) OnBids(now time.Time, jobID string, bids map[peer.ID]*pb.B
 				reason = ReasonDeclined
 			}
 			rej.Add(reason, p)
-		case b.Slots > 0:
+		case b.Slots <= 0:
+			rej.Add(ReasonDeclined, p) // "yes, with no slots" is a no
+		default:
 			s := r.scores[p]
 			if b.Warm {
 				s += 1
@@ -629,7 +633,12 @@ func (c *Coordinator) Job(id string) (api.Job, bool) {
 // Jobs returns every job's view, oldest first.
 func (c *Coordinator) Jobs() []api.Job {
 	js := slices.Clone(c.order)
-	sort.SliceStable(js, func(a, b int) bool { return js[a].created.Before(js[b].created) })
+	sort.Slice(js, func(a, b int) bool {
+		if !js[a].created.Equal(js[b].created) {
+			return js[a].created.Before(js[b].created)
+		}
+		return js[a].added < js[b].added
+	})
 	out := make([]api.Job, len(js))
 	for i, j := range js {
 		out[i] = j.view()

@@ -405,3 +405,23 @@ func TestExportRestoreMidJob(t *testing.T) {
 		}
 	}
 }
+
+func TestPriorityPlacesFirst(t *testing.T) {
+	c := newCoord(nil)
+	low, high := noopJob(t, "low", 1, ""), noopJob(t, "high", 1, `, "priority": 10`)
+	must(c.Submit(t0, low))
+	must(c.Submit(t0, high))
+	a := split(c.Tick(t0, []Entry{entry(t, 0)}))
+	if len(a.bids) != 2 || a.bids[0].JobID != "high" {
+		t.Fatalf("bid order = %+v", a.bids)
+	}
+	if _, err := c.Submit(t0, low); err == nil {
+		t.Fatal("duplicate job accepted")
+	}
+	if _, err := c.Submit(t0, JobRecord{ID: "empty"}); err == nil {
+		t.Fatal("job without tasks accepted")
+	}
+	if js := c.Jobs(); len(js) != 2 || js[0].ID != "low" || js[0].Tasks[0].Status != api.TaskPending {
+		t.Fatalf("jobs = %+v", js)
+	}
+}

@@ -206,6 +206,7 @@ type job struct {
 	assembling bool
 	seed       uint64
 	rejections map[Reason]int // of the last placement round
+	added      uint64
 }
 
 func (j *job) terminal() bool {
