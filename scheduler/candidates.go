@@ -249,8 +249,12 @@ func checkPrice(sc *SelectContext, c *Candidate) Reason {
 	return ""
 }
 
+// checkFull rejects a peer whose slots and a queue as deep again are
+// taken: providers queue accepted tasks (BidPolicy.MaxQueue), and a queued
+// task starts the moment a slot frees, with no bid round in between, so a
+// busy peer is still worth asking. Its bid has the final word.
 func checkFull(sc *SelectContext, c *Candidate) Reason {
-	if c.FreeSlots <= 0 {
+	if c.FreeSlots+int(c.Entry.Ad.GetLoad().GetSlots()) <= 0 {
 		return ReasonFull
 	}
 	return ""
@@ -263,7 +267,7 @@ const (
 	weightGPU         = 4.0
 	weightWarm        = 3.0
 	weightReliability = 2.0 // × (score-0.5)·2, in [-2, 2]
-	weightFree        = 1.0 // × min(free,4)/4
+	weightFree        = 1.0 // × free slots clamped to [-4,4], /4
 	weightMemory      = 0.5 // × free/total memory
 	weightSpread      = 0.75
 	weightPrice       = 1.0 // × price/max price among candidates
@@ -308,7 +312,7 @@ func score(sc *SelectContext, c *Candidate, maxPrice int64) float64 {
 		rel = sc.Reliability(c.Peer)
 	}
 	s += weightReliability * (rel - 0.5) * 2
-	s += weightFree * float64(min(c.FreeSlots, 4)) / 4
+	s += weightFree * float64(max(min(c.FreeSlots, 4), -4)) / 4 // busy peers rank lower
 	if capy := c.Entry.Ad.GetCapacity(); capy.GetMemoryTotal() > 0 {
 		s += weightMemory * float64(capy.GetMemoryFree()) / float64(capy.GetMemoryTotal())
 	}

@@ -31,7 +31,7 @@ func TestRankFiltersWithNamedReasons(t *testing.T) {
 		entry(t, 0),                                     // no GPU
 		entry(t, 1, withGPU(24<<30)),                    // fits
 		entry(t, 2, withGPU(4<<30)),                     // GPU too small
-		entry(t, 3, withGPU(24<<30), withLoad(4, 0, 4)), // full
+		entry(t, 3, withGPU(24<<30), withLoad(4, 4, 4)), // full
 		entry(t, 4, withGPU(24<<30), withExecutors("wasm")),
 		entry(t, 5, withGPU(24<<30), withTemplates("fractal")),
 		entry(t, 6, withGPU(24<<30), withMemory(2<<30, 1<<30)),
@@ -149,5 +149,20 @@ func TestRankSelfIsACandidate(t *testing.T) {
 		if len(cs) != 3 || cs[0].Peer != testPeer(t, self) || !cs[0].Self {
 			t.Fatalf("self %d: %v", self, peersOf(cs))
 		}
+	}
+}
+
+func TestRankBusyPeerIsAskedUntilQueueDepth(t *testing.T) {
+	busy := entry(t, 0, withLoad(4, 2, 4)) // slots taken, short queue: still asked, ranked last
+	idle := entry(t, 1, withLoad(0, 0, 4)) // free
+	full := entry(t, 2, withLoad(4, 4, 4)) // slots and a queue as deep again: full
+	cs, rej := Rank([]Entry{busy, idle, full}, SelectContext{Now: t0, Req: req(nil)})
+	if got := peersOf(cs); !slices.Equal(got, []peer.ID{idle.Peer, busy.Peer}) || rej.Count(ReasonFull) != 1 {
+		t.Fatalf("candidates %v, rejections %v", got, rej.Counts())
+	}
+	// What this node assigned since the ad counts too.
+	cs, _ = Rank([]Entry{idle}, SelectContext{Now: t0, Req: req(nil), SlotDelta: map[peer.ID]int{idle.Peer: -8}})
+	if len(cs) != 0 {
+		t.Fatal("peer filled by our own assignments still a candidate")
 	}
 }

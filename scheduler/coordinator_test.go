@@ -37,7 +37,7 @@ func TestPendingWithReasonsThenRuns(t *testing.T) {
 	}
 	// Peers without a GPU: still pending, and the reason says so.
 	now := t0.Add(time.Second)
-	a := split(c.Tick(now, []Entry{entry(t, 0), entry(t, 1), entry(t, 2, withLoad(4, 0, 4), withGPU(24<<30))}))
+	a := split(c.Tick(now, []Entry{entry(t, 0), entry(t, 1), entry(t, 2, withLoad(4, 4, 4), withGPU(24<<30))}))
 	if len(a.bids) != 0 {
 		t.Fatal("asked peers that cannot run the job")
 	}
