@@ -1,9 +1,11 @@
 package bucket
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"fmt"
 	"io"
 	"log/slog"
 	"math/rand/v2"
@@ -132,3 +134,7 @@ func sameTree(t testing.TB, want, got map[string][]byte) {
 		}
 	}
 }
+
+func fmtSscanf(s, f string, a ...any) (int, error) { return fmt.Sscanf(s, f, a...) }
+
+func bufioReader(r io.Reader) *bufio.Reader { return bufio.NewReader(r) }
