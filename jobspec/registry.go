@@ -155,6 +155,15 @@ func (r *Registry) Get(idOrAlias string) (*Template, bool) {
 	return nil, false
 }
 
+// Lookup is Get with an error that wraps ErrUnknownTemplate and lists the
+// known IDs, for "template show" and GET /v1/templates/{id}.
+func (r *Registry) Lookup(idOrAlias string) (*Template, error) {
+	if t, ok := r.Get(idOrAlias); ok {
+		return t, nil
+	}
+	return nil, fmt.Errorf("%w %q (known: %s)", ErrUnknownTemplate, idOrAlias, strings.Join(r.IDs(), ", "))
+}
+
 // IDs returns the template IDs, sorted.
 func (r *Registry) IDs() []string {
 	r.mu.RLock()

@@ -79,7 +79,8 @@ func (l Limits) withDefaults() Limits {
 const MaxSeed = 1<<53 - 1
 
 // Spec is a parsed and validated job body. All defaults are applied: the
-// fields hold what the job will actually use.
+// fields hold what the job will actually use. A Spec is a plain value: read
+// it from many goroutines, mutate it (SetSeed) from one.
 type Spec struct {
 	// TemplateID is the canonical ID of the template; RequestedTemplate is
 	// what the body said (maybe an alias).

@@ -2,6 +2,7 @@ package jobspec
 
 import (
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -33,6 +34,9 @@ func TestBuiltinTemplates(t *testing.T) {
 	fr, _ := reg.Get("fractal")
 	if p := fr.Param("width"); p == nil || *p.Min != 16 || *p.Max != 4096 || string(p.Default) != "256" {
 		t.Errorf("fractal width = %+v", p)
+	}
+	if _, err := reg.Lookup("nope"); !errors.Is(err, ErrUnknownTemplate) || !strings.Contains(err.Error(), "fractal, noop, stable-diffusion") {
+		t.Errorf("Lookup(nope) = %v", err)
 	}
 	noop, _ := reg.Get("noop")
 	if noop.App.Command[0] != "{swarmgen}" || !noop.OpenParams {
