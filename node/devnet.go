@@ -21,6 +21,8 @@ type DevnetConfig struct {
 	Logger     *slog.Logger
 	// Configure, if set, adjusts each node's config before it starts.
 	Configure func(i int, c *Config)
+	// Options are passed to every node.
+	Options []Option
 }
 
 // Devnet is N real libp2p nodes in one process on loopback, all connected,
@@ -66,7 +68,7 @@ func StartDevnet(ctx context.Context, dc DevnetConfig) (*Devnet, error) {
 		if dc.Configure != nil {
 			dc.Configure(i, &cfg)
 		}
-		n, err := New(ctx, cfg, WithLogger(dc.Logger.With("devnet", i)))
+		n, err := New(ctx, cfg, append([]Option{WithLogger(dc.Logger.With("devnet", i))}, dc.Options...)...)
 		if err != nil {
 			_ = d.Close()
 			return nil, fmt.Errorf("devnet node %d: %w", i, err)

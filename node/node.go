@@ -20,6 +20,9 @@ import (
 	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/swarmgen/swarmgen/api"
+	"github.com/swarmgen/swarmgen/inference"
+	"github.com/swarmgen/swarmgen/inference/stablediffusion"
+	"github.com/swarmgen/swarmgen/jobspec"
 	"github.com/swarmgen/swarmgen/protocol"
 	"github.com/swarmgen/swarmgen/scheduler"
 )
@@ -28,7 +31,9 @@ import (
 type Option func(*options)
 
 type options struct {
-	log *slog.Logger
+	log   *slog.Logger
+	execs map[string]inference.Executor
+	sched scheduler.Config
 }
 
 // WithLogger sets the node's logger (default slog.Default()).
@@ -66,6 +71,13 @@ type Node struct {
 
 	syncedMu sync.Mutex
 	synced   map[peer.ID]time.Time
+
+	registry    *jobspec.Registry
+	results     *results
+	provider    *provider
+	submitter   *submitter
+	warm        *stablediffusion.WarmPool
+	gatewayAddr net.Addr
 
 	apiServer *http.Server
 	apiAddr   net.Addr
@@ -114,25 +126,17 @@ func New(ctx context.Context, cfg Config, opts ...Option) (*Node, error) {
 		loadFn:      func() api.Load { return api.Load{} },
 		warmFn:      func() []string { return nil },
 	}
-	if err := n.start(ctx); err != nil {
+	if err := n.start(ctx, &o); err != nil {
 		_ = n.Close()
 		return nil, err
 	}
 	return n, nil
 }
 
-func (n *Node) start(ctx context.Context) error {
+func (n *Node) start(ctx context.Context, o *options) error {
 	var err error
 	if n.probe, err = probeMachine(ctx, &n.cfg); err != nil {
 		return err
-	}
-	n.execs = []string{"process"}
-	if n.cfg.Executor == "docker" || dockerReachable(ctx) {
-		if dockerReachable(ctx) {
-			n.execs = append(n.execs, "docker")
-		} else {
-			n.log.Warn("executor docker requested but the docker daemon does not answer; advertising process only")
-		}
 	}
 	if n.host, err = newHost(&n.cfg, n.key, n.log); err != nil {
 		return err
@@ -157,7 +161,6 @@ func (n *Node) start(ctx context.Context) error {
 		return fmt.Errorf("subscribe %s: %w", topicName, err)
 	}
 	n.goRun("read-ads", func(ctx context.Context) { n.readAds(ctx, sub) })
-	n.goRun("publish-ads", n.publishLoop)
 	n.goRun("expire-ads", n.expireLoop)
 	n.goRun("anti-entropy", n.antiEntropyLoop)
 	if len(n.cfg.Bootstrap) > 0 {
@@ -173,11 +176,15 @@ func (n *Node) start(ctx context.Context) error {
 			return err
 		}
 	}
+	if err := n.startJobs(ctx, o); err != nil {
+		return err
+	}
 	if n.cfg.API != "" {
 		if err := n.startAPI(); err != nil {
 			return err
 		}
 	}
+	n.goRun("publish-ads", n.publishLoop)
 	n.log.Info("node started", "peer", n.id, "addrs", n.host.Addrs(), "pool", n.cfg.Pool, "api", n.APIAddr())
 	return nil
 }
@@ -254,7 +261,7 @@ func (n *Node) Addrs() []string {
 
 // Info is GET /v1/node.
 func (n *Node) Info() api.NodeInfo {
-	return api.NodeInfo{PeerID: n.id.String(), Addrs: n.Addrs(), Pool: n.cfg.Pool, Version: Version}
+	return api.NodeInfo{PeerID: n.id.String(), Addrs: n.Addrs(), Pool: n.cfg.Pool, Version: Version, Gateway: n.GatewayURL()}
 }
 
 // Connect dials a peer given as a full multiaddr.

@@ -1,0 +1,136 @@
+package node
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/swarmgen/swarmgen/api"
+	"github.com/swarmgen/swarmgen/inference"
+	"github.com/swarmgen/swarmgen/inference/apps"
+	"github.com/swarmgen/swarmgen/scheduler"
+)
+
+// exampleBody is shared/examples/create-job.json with the template
+// switched as the test needs.
+func exampleBody(t *testing.T, template string) []byte {
+	t.Helper()
+	b, err := os.ReadFile("../jobspec/testdata/create-job.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(b, &m); err != nil {
+		t.Fatal(err)
+	}
+	m["templateID"] = template
+	out, _ := json.Marshal(m)
+	return out
+}
+
+func fastScheduler() scheduler.Config {
+	return scheduler.Config{BidTimeout: time.Second, RebidInterval: 200 * time.Millisecond, HeartbeatTimeout: 5 * time.Second, SpeculateMinAge: -1}
+}
+
+func inProcessDevnet(t *testing.T, nodes int) *Devnet {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	d, err := StartDevnet(ctx, DevnetConfig{Nodes: nodes, API: "127.0.0.1:0", Gateway: "127.0.0.1:0", DataDir: t.TempDir(), Logger: quietLogger(),
+		Options: []Option{WithExecutor(inference.KindProcess, inference.NewInProcess(apps.Funcs())), WithSchedulerConfig(fastScheduler())}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close() })
+	if err := d.WaitConverged(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+func postJob(t *testing.T, apiAddr string, body []byte) (int, map[string]any) {
+	t.Helper()
+	resp, err := http.Post("http://"+apiAddr+"/v1/jobs", "application/json", bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var m map[string]any
+	b, _ := io.ReadAll(resp.Body)
+	_ = json.Unmarshal(b, &m)
+	return resp.StatusCode, m
+}
+
+func getJob(t *testing.T, apiAddr, id string) api.Job {
+	t.Helper()
+	resp, err := http.Get(fmt.Sprintf("http://%s/v1/jobs/%s", apiAddr, id))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var j api.Job
+	if err := json.NewDecoder(resp.Body).Decode(&j); err != nil {
+		t.Fatal(err)
+	}
+	return j
+}
+
+func waitJob(t *testing.T, apiAddr, id string, d time.Duration, statuses ...string) api.Job {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		j := getJob(t, apiAddr, id)
+		for _, s := range statuses {
+			if j.Status == s {
+				return j
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("job %s still %s after %s: %+v", id, j.Status, d, j)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func TestFractalJobOnDevnet(t *testing.T) {
+	d := inProcessDevnet(t, 3)
+	apiAddr := d.Nodes()[0].APIAddr()
+	code, created := postJob(t, apiAddr, exampleBody(t, "fractal"))
+	if code != http.StatusCreated {
+		t.Fatalf("POST /v1/jobs: %d %v", code, created)
+	}
+	id := created["id"].(string)
+	j := waitJob(t, apiAddr, id, 60*time.Second, api.JobCompleted, api.JobFailed)
+	if j.Status != api.JobCompleted {
+		t.Fatalf("job %s: %+v", j.Status, j)
+	}
+	providers := map[string]bool{}
+	for _, task := range j.Tasks {
+		providers[task.Provider] = true
+		if task.Status != api.TaskCompleted || task.ResultCID == "" {
+			t.Errorf("task %d: %+v", task.Index, task)
+		}
+	}
+	if len(j.Tasks) != 5 || len(providers) < 2 {
+		t.Fatalf("%d tasks over %d providers, want 5 over >= 2", len(j.Tasks), len(providers))
+	}
+	if j.Bucket == nil || j.Bucket.CID == "" || !strings.Contains(j.Bucket.URL, "/buckets/"+id) {
+		t.Fatalf("bucket: %+v", j.Bucket)
+	}
+	resp, err := http.Get(j.Bucket.URL + "task-0/fractal.png")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	png, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 || !bytes.HasPrefix(png, []byte("\x89PNG")) {
+		t.Fatalf("GET task-0/fractal.png: %d %q", resp.StatusCode, png[:min(len(png), 16)])
+	}
+}

@@ -1,0 +1,500 @@
+package node
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/ipfs/go-cid"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/swarmgen/swarmgen/api"
+	"github.com/swarmgen/swarmgen/inference"
+	"github.com/swarmgen/swarmgen/jobspec"
+	"github.com/swarmgen/swarmgen/protocol"
+	"github.com/swarmgen/swarmgen/protocol/pb"
+	"github.com/swarmgen/swarmgen/scheduler"
+)
+
+// Provider side: answers bid requests, queues assignments, runs them with
+// an executor under the app contract, turns output/ into a UnixFS DAG and
+// reports a signed result on the assignment's stream.
+
+const (
+	heartbeatEvery   = 2 * time.Second
+	reservationTTL   = 30 * time.Second
+	maxLogInUpdate   = 32 << 10
+	progressInterval = 200 * time.Millisecond
+	defaultTaskLimit = time.Hour
+)
+
+// taskKey names one attempt of one task.
+type taskKey struct {
+	job, task string
+	attempt   int32
+}
+
+// providerTask is an accepted assignment, queued or running.
+type providerTask struct {
+	a       *pb.Assignment
+	from    peer.ID
+	ctx     context.Context
+	cancel  context.CancelFunc
+	updates chan *pb.TaskUpdate // to the submitter, closed after the final one
+}
+
+type provider struct {
+	n      *Node
+	reg    *jobspec.Registry
+	policy scheduler.BidPolicy
+	execs  map[string]inference.Executor
+	// warmTemplates run these templates' process apps on a warm worker
+	// pool instead of a fresh process per task.
+	warmTemplates map[string]inference.Executor
+	taskRoot      string
+
+	mu      sync.Mutex
+	queue   *scheduler.Queue
+	tasks   map[taskKey]*providerTask
+	running int
+	wake    chan struct{}
+}
+
+func newProvider(n *Node, reg *jobspec.Registry, execs map[string]inference.Executor) *provider {
+	slots := n.defaultSlots()
+	p := &provider{
+		n:   n,
+		reg: reg,
+		policy: scheduler.BidPolicy{
+			AllowTemplates:     n.cfg.Templates,
+			MaxQueue:           4 * slots,
+			PricePerTaskMicros: n.cfg.PricePerTaskMicros,
+			Slots:              slots,
+		},
+		execs:    execs,
+		taskRoot: filepath.Join(n.cfg.DataDir, "tasks"),
+		queue:    scheduler.NewQueue(5 * slots),
+		tasks:    map[taskKey]*providerTask{},
+		wake:     make(chan struct{}, 1),
+	}
+	n.SetLoadFunc(p.load)
+	return p
+}
+
+func (p *provider) start() {
+	p.n.host.SetStreamHandler(protocol.TaskProtocol, p.handleStream)
+	for i := 0; i < p.policy.Slots; i++ {
+		p.n.goRun("task-worker", p.workerLoop)
+	}
+}
+
+func (p *provider) load() api.Load {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return api.Load{Running: p.running, Queued: p.queue.Len(), Slots: p.policy.Slots}
+}
+
+func (p *provider) localState() scheduler.LocalState {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	ls := scheduler.LocalState{
+		Running:    p.running,
+		Queued:     p.queue.Len() + p.queue.Reserved(),
+		FreeMemory: p.n.probe.MemoryFree,
+		CPUs:       p.n.probe.CPUMillis,
+		GPUs:       len(p.n.probe.GPUs),
+		WarmModels: p.n.warmFn(),
+	}
+	for k := range p.execs {
+		ls.Executors = append(ls.Executors, k)
+	}
+	slices.Sort(ls.Executors)
+	if len(p.n.probe.GPUs) > 0 {
+		ls.GPUMemory = p.n.probe.GPUs[0].Memory
+		for _, g := range p.n.probe.GPUs {
+			ls.GPUMemory = min(ls.GPUMemory, g.Memory)
+		}
+	}
+	return ls
+}
+
+// handleStream serves one TaskProtocol stream from a submitter.
+func (p *provider) handleStream(s network.Stream) {
+	p.serve(s.Conn().RemotePeer(), s, s.Reset)
+}
+
+// serve reads one request from rw and answers it. reset aborts the stream.
+func (p *provider) serve(from peer.ID, rw streamLike, reset func() error) {
+	defer rw.Close()
+	var req pb.TaskRequest
+	if err := protocol.ReadMsg(bufio.NewReader(rw), protocol.MaxTaskRequest, &req); err != nil {
+		p.n.log.Debug("task request", "peer", from, "err", err)
+		_ = reset()
+		return
+	}
+	switch b := req.Body.(type) {
+	case *pb.TaskRequest_BidRequest:
+		_ = protocol.WriteMsg(rw, p.bid(b.BidRequest))
+	case *pb.TaskRequest_Cancel:
+		p.cancel(from, b.Cancel.JobId, b.Cancel.TaskId)
+	case *pb.TaskRequest_Assignment:
+		p.assign(from, b.Assignment, rw)
+	default:
+		_ = reset()
+	}
+}
+
+// streamLike is a libp2p stream or, for tasks a node places on itself, one
+// end of an in-memory pipe.
+type streamLike interface {
+	Read([]byte) (int, error)
+	Write([]byte) (int, error)
+	Close() error
+}
+
+func (p *provider) bid(req *pb.BidRequest) *pb.Bid {
+	if !p.n.cfg.Provide {
+		return &pb.Bid{Reason: "node does not provide"}
+	}
+	if _, ok := p.reg.Get(req.TemplateId); !ok {
+		return &pb.Bid{Reason: string(scheduler.ReasonTemplateNotAllowed)}
+	}
+	now := p.n.now()
+	b := p.policy.Decide(req, p.localState(), now)
+	if b.Accept {
+		p.mu.Lock()
+		p.queue.Expire(now)
+		b.Slots = int32(p.queue.Reserve(req.JobId, int(b.Slots), now.Add(reservationTTL)))
+		p.mu.Unlock()
+		if b.Slots == 0 {
+			return &pb.Bid{Reason: string(scheduler.ReasonFull)}
+		}
+	}
+	return b
+}
+
+func (p *provider) cancel(from peer.ID, jobID, taskID string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for k, t := range p.tasks {
+		if k.job == jobID && (taskID == "" || k.task == taskID) && t.from == from {
+			t.cancel()
+		}
+	}
+	p.queue.Remove(jobID, taskID)
+}
+
+// validateAssignment checks what the submitter sent before anything runs.
+func (p *provider) validateAssignment(a *pb.Assignment) (*jobspec.Template, error) {
+	for name, v := range map[string]string{"job_id": a.JobId, "task_id": a.TaskId} {
+		if v == "" || len(v) > protocol.MaxIDLength || strings.ContainsAny(v, "/\\\x00") || v == "." || v == ".." {
+			return nil, fmt.Errorf("assignment %s %q: empty, too long or has path characters", name, v)
+		}
+	}
+	if a.Attempt < 1 || a.Index < 0 || a.Count < 1 || a.Index >= a.Count {
+		return nil, fmt.Errorf("assignment: attempt %d, index %d of %d out of range", a.Attempt, a.Index, a.Count)
+	}
+	if len(a.AppParams) > protocol.MaxAppParams {
+		return nil, fmt.Errorf("assignment: app params %d bytes, limit %d", len(a.AppParams), protocol.MaxAppParams)
+	}
+	if err := inference.ValidateParams(a.AppParams); err != nil {
+		return nil, fmt.Errorf("assignment: %w", err)
+	}
+	if a.TimeoutMs < 0 {
+		return nil, fmt.Errorf("assignment: timeout %dms negative", a.TimeoutMs)
+	}
+	if len(a.InputCid) > 0 {
+		if _, err := cid.Cast(a.InputCid); err != nil {
+			return nil, fmt.Errorf("assignment: input_cid: %w", err)
+		}
+		if _, err := peer.IDFromBytes(a.InputFrom); err != nil {
+			return nil, fmt.Errorf("assignment: input_from: %w", err)
+		}
+	}
+	t, ok := p.reg.Get(a.TemplateId)
+	if !ok {
+		return nil, fmt.Errorf("assignment: template %q unknown on this node", a.TemplateId)
+	}
+	if len(p.n.cfg.Templates) > 0 && !slices.Contains(p.n.cfg.Templates, t.ID) {
+		return nil, fmt.Errorf("assignment: template %q not allowed on this node", t.ID)
+	}
+	if _, _, ok := p.pickExecutor(t); !ok {
+		return nil, fmt.Errorf("assignment: no executor here can run template %q (wants %v)", t.ID, t.Executors())
+	}
+	return t, nil
+}
+
+// pickExecutor chooses the first of the template's executor kinds that this
+// node has.
+func (p *provider) pickExecutor(t *jobspec.Template) (inference.Executor, inference.App, bool) {
+	if ex, ok := p.warmTemplates[t.ID]; ok {
+		if app, ok := t.AppFor(inference.KindProcess); ok {
+			return ex, app, true
+		}
+	}
+	for _, kind := range t.Executors() {
+		if ex, ok := p.execs[kind]; ok {
+			app, _ := t.AppFor(kind)
+			return ex, app, true
+		}
+	}
+	return nil, inference.App{}, false
+}
+
+// assign queues a, then streams the task's updates to the submitter until
+// the final one. If the submitter goes away, the task is cancelled.
+func (p *provider) assign(from peer.ID, a *pb.Assignment, rw streamLike) {
+	reject := func(msg string) {
+		_ = protocol.WriteMsg(rw, &pb.TaskUpdate{State: pb.TaskState_TASK_STATE_REJECTED, Message: msg})
+	}
+	if !p.n.cfg.Provide {
+		reject("node does not provide")
+		return
+	}
+	if _, err := p.validateAssignment(a); err != nil {
+		reject(err.Error())
+		return
+	}
+	ctx, cancel := context.WithCancel(p.n.ctx)
+	defer cancel()
+	t := &providerTask{a: a, from: from, ctx: ctx, cancel: cancel, updates: make(chan *pb.TaskUpdate, 16)}
+	k := taskKey{a.JobId, a.TaskId, a.Attempt}
+	p.mu.Lock()
+	if _, dup := p.tasks[k]; dup {
+		p.mu.Unlock()
+		reject("duplicate assignment")
+		return
+	}
+	if err := p.queue.Push(a); err != nil {
+		p.mu.Unlock()
+		reject(err.Error())
+		return
+	}
+	p.tasks[k] = t
+	p.mu.Unlock()
+	p.n.AdChanged()
+	select {
+	case p.wake <- struct{}{}:
+	default:
+	}
+	if err := protocol.WriteMsg(rw, &pb.TaskUpdate{State: pb.TaskState_TASK_STATE_ACCEPTED}); err != nil {
+		cancel()
+	}
+	// The submitter may send nothing more; a read returning means it
+	// closed or reset the stream: cancel the task.
+	go func() {
+		var b [1]byte
+		if _, err := rw.Read(b[:]); err != nil {
+			cancel()
+		}
+	}()
+	hb := time.NewTicker(heartbeatEvery)
+	defer hb.Stop()
+	for {
+		select {
+		case u, ok := <-t.updates:
+			if !ok {
+				return
+			}
+			if err := protocol.WriteMsg(rw, u); err != nil {
+				cancel()
+				p.drain(t)
+				return
+			}
+		case <-hb.C:
+			if err := protocol.WriteMsg(rw, &pb.TaskUpdate{State: pb.TaskState_TASK_STATE_HEARTBEAT}); err != nil {
+				cancel()
+				p.drain(t)
+				return
+			}
+		}
+	}
+}
+
+// drain discards the rest of a task's updates once nobody listens.
+func (p *provider) drain(t *providerTask) {
+	go func() {
+		for range t.updates {
+		}
+	}()
+}
+
+func (p *provider) workerLoop(ctx context.Context) {
+	for {
+		p.mu.Lock()
+		a, ok := p.queue.Pop()
+		var t *providerTask
+		if ok {
+			t = p.tasks[taskKey{a.JobId, a.TaskId, a.Attempt}]
+			p.running++
+		}
+		p.mu.Unlock()
+		if !ok {
+			select {
+			case <-ctx.Done():
+				return
+			case <-p.wake:
+				continue
+			}
+		}
+		// Wake another worker in case more is queued.
+		select {
+		case p.wake <- struct{}{}:
+		default:
+		}
+		p.n.AdChanged()
+		if t != nil {
+			p.runTask(t)
+		}
+		p.mu.Lock()
+		p.running--
+		delete(p.tasks, taskKey{a.JobId, a.TaskId, a.Attempt})
+		p.mu.Unlock()
+		p.n.AdChanged()
+	}
+}
+
+// runTask runs one assignment and sends its updates, ending with a signed
+// result. It always closes t.updates.
+func (p *provider) runTask(t *providerTask) {
+	defer close(t.updates)
+	a := t.a
+	log := p.n.log.With("job", a.JobId, "task", a.TaskId, "attempt", a.Attempt)
+	started := p.n.now()
+	res := &pb.TaskResult{JobId: a.JobId, TaskId: a.TaskId, Attempt: a.Attempt, Provider: []byte(p.n.id),
+		Stats: &pb.TaskStats{QueuedMs: started.UnixMilli(), StartedMs: started.UnixMilli()}}
+	logTail, err := p.execute(t, res)
+	res.Stats.FinishedMs = p.n.now().UnixMilli()
+	state := pb.TaskState_TASK_STATE_SUCCEEDED
+	switch {
+	case err != nil && t.ctx.Err() != nil:
+		state = pb.TaskState_TASK_STATE_CANCELLED
+		res.Error = "cancelled"
+	case err != nil:
+		state = pb.TaskState_TASK_STATE_FAILED
+		res.Error = clipString(err.Error(), protocol.MaxStringField*2)
+	default:
+		res.Success = true
+	}
+	log.Info("task finished", "state", state, "err", err, "took", p.n.now().Sub(started).Round(time.Millisecond))
+	signed, serr := protocol.SignResult(p.n.key, res)
+	if serr != nil {
+		log.Error("sign result", "err", serr)
+		return
+	}
+	u := &pb.TaskUpdate{State: state, Result: signed, Message: string(tailBytes(logTail, maxLogInUpdate))}
+	select {
+	case t.updates <- u:
+	case <-p.n.ctx.Done():
+	}
+}
+
+// execute prepares the task dir, fetches input, runs the app and imports
+// output/. It fills res and returns the log tail.
+func (p *provider) execute(t *providerTask, res *pb.TaskResult) ([]byte, error) {
+	a := t.a
+	tmpl, err := p.validateAssignment(a)
+	if err != nil {
+		return nil, err
+	}
+	ex, app, _ := p.pickExecutor(tmpl)
+	app.Command = p.expandCommand(app.Command)
+	timeout := time.Duration(a.TimeoutMs) * time.Millisecond
+	if timeout <= 0 {
+		timeout = defaultTaskLimit
+	}
+	task := &inference.Task{
+		JobID: a.JobId, TaskID: a.TaskId, Index: int(a.Index), Count: int(a.Count), Attempt: int(a.Attempt),
+		Seed: a.Seed, App: app, Params: a.AppParams, Timeout: timeout,
+	}
+	if r := a.Resources; r != nil {
+		task.Resources = inference.Resources{CPUMillis: r.CpuMillis, Memory: r.Memory, GPUs: int(r.Gpus), GPUMemory: r.GpuMemory}
+	}
+	if err := os.MkdirAll(p.taskRoot, 0o755); err != nil {
+		return nil, fmt.Errorf("task root: %w", err)
+	}
+	dir, err := inference.PrepareTaskDir(p.taskRoot, task)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err := inference.CleanupTaskDir(dir); err != nil {
+			p.n.log.Warn("cleanup task dir", "dir", dir, "err", err)
+		}
+	}()
+	if len(a.InputCid) > 0 {
+		if err := p.n.results.fetchInput(t.ctx, a, filepath.Join(dir, "input")); err != nil {
+			return nil, fmt.Errorf("input: %w", err)
+		}
+	}
+	p.send(t, &pb.TaskUpdate{State: pb.TaskState_TASK_STATE_RUNNING})
+	var lastProgress time.Time
+	out, err := ex.Run(t.ctx, task, dir, func(f float64) {
+		if now := time.Now(); now.Sub(lastProgress) >= progressInterval || f >= 1 {
+			lastProgress = now
+			p.send(t, &pb.TaskUpdate{State: pb.TaskState_TASK_STATE_RUNNING, Progress: f})
+		}
+	})
+	var logTail []byte
+	if out != nil {
+		logTail = out.Log
+		res.Stats.ExitCode = int32(out.ExitCode)
+		if !out.Started.IsZero() {
+			res.Stats.StartedMs = out.Started.UnixMilli()
+		}
+	}
+	if err != nil {
+		return logTail, err
+	}
+	root, size, err := p.n.results.importOutput(t.ctx, filepath.Join(dir, "output"), a)
+	if err != nil {
+		return logTail, fmt.Errorf("import output: %w", err)
+	}
+	res.RootCid = root
+	res.Stats.OutputBytes = size
+	return logTail, nil
+}
+
+// send delivers a non-final update unless the task is gone.
+func (p *provider) send(t *providerTask, u *pb.TaskUpdate) {
+	select {
+	case t.updates <- u:
+	case <-t.ctx.Done():
+	default: // a slow submitter misses a progress tick, not the result
+	}
+}
+
+// expandCommand fills the placeholders of template commands.
+func (p *provider) expandCommand(cmd []string) []string {
+	out := make([]string, len(cmd))
+	for i, c := range cmd {
+		c = strings.ReplaceAll(c, "{python}", p.n.cfg.Python)
+		c = strings.ReplaceAll(c, "{sdworker}", p.n.sdWorkerPath())
+		out[i] = c
+	}
+	return out
+}
+
+func clipString(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}
+
+func tailBytes(b []byte, n int) []byte {
+	if len(b) <= n {
+		return b
+	}
+	return b[len(b)-n:]
+}
+
+var errNotProvider = errors.New("node does not provide")

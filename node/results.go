@@ -1,0 +1,97 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/ipfs/go-cid"
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/swarmgen/swarmgen/bucket"
+	"github.com/swarmgen/swarmgen/protocol/pb"
+)
+
+// results connects the job flow to the content-addressed store: provider
+// outputs become DAGs, submitters fetch them straight from the provider
+// that made them, inputs travel the same way.
+type results struct {
+	n         *Node
+	store     *bucket.Store
+	resultTTL time.Duration
+	maxFetch  int64
+}
+
+// importOutput turns a task's output/ into a pinned UnixFS DAG and returns
+// its root CID bytes and size.
+func (r *results) importOutput(ctx context.Context, dir string, a *pb.Assignment) ([]byte, int64, error) {
+	root, size, err := r.store.ImportDir(ctx, dir)
+	if err != nil {
+		return nil, 0, err
+	}
+	if err := r.store.Pin(ctx, root, r.resultTTL, fmt.Sprintf("result %s/%s#%d", a.JobId, a.TaskId, a.Attempt)); err != nil {
+		return nil, 0, err
+	}
+	return root.Bytes(), size, nil
+}
+
+// fetchInput fetches a task's input DAG from the submitter and writes it
+// into dir.
+func (r *results) fetchInput(ctx context.Context, a *pb.Assignment, dir string) error {
+	c, err := cid.Cast(a.InputCid)
+	if err != nil {
+		return fmt.Errorf("input cid: %w", err)
+	}
+	from, err := peer.IDFromBytes(a.InputFrom)
+	if err != nil {
+		return fmt.Errorf("input peer: %w", err)
+	}
+	if from != r.n.id {
+		if err := r.store.Fetch(ctx, c, from, r.maxFetch); err != nil {
+			return err
+		}
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		return err
+	}
+	return r.store.ExportDir(ctx, c, dir)
+}
+
+// fetchResult gets a result DAG from the provider that made it; every block
+// is verified against its CID by the store.
+func (r *results) fetchResult(ctx context.Context, root []byte, from peer.ID) error {
+	c, err := cid.Cast(root)
+	if err != nil {
+		return fmt.Errorf("result cid: %w", err)
+	}
+	if from == r.n.id {
+		return nil // made here: the blocks are in this store already
+	}
+	return r.store.Fetch(ctx, c, from, r.maxFetch)
+}
+
+// importInput stores one task's input file as a directory holding it.
+func (r *results) importInput(ctx context.Context, name string, data []byte) (cid.Cid, error) {
+	c, _, err := r.store.ImportFiles(ctx, map[string][]byte{name: data})
+	return c, err
+}
+
+// assemble builds and pins the job bucket and, for dataDestination local,
+// writes it to a directory too.
+func (r *results) assemble(ctx context.Context, entries []bucket.Entry, manifest []byte, ttl time.Duration, localDir string) (cid.Cid, error) {
+	root, err := r.store.Assemble(ctx, entries, manifest, ttl)
+	if err != nil {
+		return cid.Undef, err
+	}
+	if localDir != "" {
+		if err := os.MkdirAll(filepath.Dir(localDir), 0o755); err != nil {
+			return root, fmt.Errorf("local destination: %w", err)
+		}
+		if err := r.store.WriteLocal(ctx, root, localDir); err != nil {
+			return root, fmt.Errorf("local destination: %w", err)
+		}
+	}
+	return root, nil
+}

@@ -1,0 +1,624 @@
+package node
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/ipfs/go-cid"
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/swarmgen/swarmgen/api"
+	"github.com/swarmgen/swarmgen/bucket"
+	"github.com/swarmgen/swarmgen/jobspec"
+	"github.com/swarmgen/swarmgen/protocol"
+	"github.com/swarmgen/swarmgen/protocol/pb"
+	"github.com/swarmgen/swarmgen/scheduler"
+)
+
+// Submitter side: the scheduler.Coordinator is driven from one goroutine
+// (loop); everything that talks to the network runs in goroutines that
+// report back through the inbox. The coordinator's actions are carried out
+// by apply.
+
+const (
+	tickEvery      = 250 * time.Millisecond
+	bidWait        = 2 * time.Second
+	defaultJobTTL  = 24 * time.Hour
+	inboxCapacity  = 4096
+	assignDialWait = 10 * time.Second
+)
+
+type attemptKey struct {
+	task    string
+	attempt int
+}
+
+// jobMeta is what the node keeps about a job beside the coordinator's
+// snapshot: the record (tasks, params, inputs) for the manifest and inputs.
+type jobMeta struct {
+	Record    scheduler.JobRecord `json:"record"`
+	Template  string              `json:"template"`
+	CreatedAt time.Time           `json:"createdAt"`
+	BucketTTL time.Duration       `json:"bucketTtl"`
+	LocalDir  string              `json:"localDir,omitempty"`
+	// Started/finished times per task index, from results.
+	Stats map[int]*pb.TaskStats `json:"stats,omitempty"`
+}
+
+type submitter struct {
+	n      *Node
+	coord  *scheduler.Coordinator
+	reg    *jobspec.Registry
+	limits jobspec.Limits
+	db     *stateDB
+	hub    *eventHub
+	inbox  chan func(now time.Time) []scheduler.Action
+
+	// Owned by the loop goroutine.
+	attempts map[attemptKey]context.CancelFunc
+	inputs   map[string]cid.Cid // task ID → input CID
+
+	mu   sync.Mutex // guards meta and logs (read by HTTP handlers)
+	meta map[string]*jobMeta
+	logs map[string]map[string]api.TaskLog
+}
+
+func newSubmitter(n *Node, reg *jobspec.Registry, db *stateDB, cfg scheduler.Config) *submitter {
+	cfg.Self = n.id
+	return &submitter{
+		n:        n,
+		coord:    scheduler.NewCoordinator(cfg),
+		reg:      reg,
+		limits:   jobspec.DefaultLimits(),
+		db:       db,
+		hub:      newEventHub(),
+		inbox:    make(chan func(time.Time) []scheduler.Action, inboxCapacity),
+		attempts: map[attemptKey]context.CancelFunc{},
+		inputs:   map[string]cid.Cid{},
+		meta:     map[string]*jobMeta{},
+		logs:     map[string]map[string]api.TaskLog{},
+	}
+}
+
+// start restores persisted jobs and starts the loop.
+func (s *submitter) start() error {
+	metas, snaps, err := s.db.loadJobs()
+	if err != nil {
+		return fmt.Errorf("restore jobs: %w", err)
+	}
+	var restored []scheduler.Action
+	now := s.n.now()
+	for id, snap := range snaps {
+		m, ok := metas[id]
+		if !ok {
+			s.n.log.Warn("job snapshot without metadata, skipped", "job", id)
+			continue
+		}
+		acts, err := s.coord.Restore(now, snap)
+		if err != nil {
+			s.n.log.Error("restore job", "job", id, "err", err)
+			continue
+		}
+		s.meta[id] = m
+		restored = append(restored, acts...)
+		if j, ok := s.coord.Job(id); ok {
+			for _, t := range j.Tasks {
+				if t.Index < len(m.Record.Tasks) && m.Record.Tasks[t.Index].Input != nil {
+					in := m.Record.Tasks[t.Index].Input
+					c, err := s.n.results.importInput(context.Background(), in.Name, in.Data)
+					if err != nil {
+						return fmt.Errorf("restore input of %s: %w", t.ID, err)
+					}
+					s.inputs[t.ID] = c
+				}
+			}
+		}
+		s.n.log.Info("job restored", "job", id)
+	}
+	s.n.goRun("scheduler", func(ctx context.Context) {
+		s.apply(ctx, restored)
+		s.loop(ctx)
+	})
+	return nil
+}
+
+// do runs f on the loop goroutine (f calls the coordinator) and applies the
+// actions it returns. It drops f when the node is stopping.
+func (s *submitter) do(f func(now time.Time) []scheduler.Action) {
+	select {
+	case s.inbox <- f:
+	case <-s.n.ctx.Done():
+	}
+}
+
+// call runs f on the loop goroutine and waits for it.
+func (s *submitter) call(ctx context.Context, f func(now time.Time) []scheduler.Action) error {
+	done := make(chan struct{})
+	s.do(func(now time.Time) []scheduler.Action {
+		defer close(done)
+		return f(now)
+	})
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-s.n.ctx.Done():
+		return errors.New("node is shutting down")
+	}
+}
+
+func (s *submitter) loop(ctx context.Context) {
+	t := time.NewTicker(tickEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			for _, cancel := range s.attempts {
+				cancel()
+			}
+			return
+		case f := <-s.inbox:
+			s.apply(ctx, f(s.n.now()))
+		case <-t.C:
+			s.apply(ctx, s.coord.Tick(s.n.now(), s.tableWithSelf()))
+		}
+	}
+}
+
+// tableWithSelf is the capacity table plus this node's own ad, so that a
+// node can run its own tasks.
+func (s *submitter) tableWithSelf() []scheduler.Entry {
+	entries := s.n.table.Snapshot()
+	if self := s.n.selfAd(); self != nil && s.n.cfg.Provide {
+		now := s.n.now()
+		entries = append(entries, scheduler.Entry{Peer: s.n.id, Ad: self.ad, Signed: self.signed, Received: now, Expires: now.Add(s.n.cfg.AdTTL)})
+	}
+	return entries
+}
+
+func (s *submitter) apply(ctx context.Context, acts []scheduler.Action) {
+	for _, a := range acts {
+		switch a := a.(type) {
+		case scheduler.RequestBids:
+			s.n.goRun("bids", func(ctx context.Context) { s.requestBids(ctx, a) })
+		case scheduler.Assign:
+			actx, cancel := context.WithCancel(ctx)
+			k := attemptKey{a.TaskID, a.Attempt}
+			if old, ok := s.attempts[k]; ok {
+				old()
+			}
+			s.attempts[k] = cancel
+			if c, ok := s.inputs[a.TaskID]; ok {
+				a.Assignment.InputCid = c.Bytes()
+				a.Assignment.InputFrom = []byte(s.n.id)
+			}
+			s.n.goRun("assign", func(context.Context) { s.runAssign(actx, a) })
+		case scheduler.CancelTask:
+			k := attemptKey{a.TaskID, a.Attempt}
+			if cancel, ok := s.attempts[k]; ok {
+				cancel()
+				delete(s.attempts, k)
+			}
+			s.n.goRun("cancel", func(ctx context.Context) { s.sendCancel(ctx, a) })
+		case scheduler.FetchResult:
+			s.n.goRun("fetch", func(ctx context.Context) {
+				err := s.n.results.fetchResult(ctx, a.Root, a.Peer)
+				msg := ""
+				if err != nil {
+					msg = err.Error()
+					s.n.log.Warn("result fetch failed", "job", a.JobID, "task", a.TaskID, "provider", a.Peer, "err", err)
+				}
+				s.do(func(now time.Time) []scheduler.Action {
+					return s.coord.OnFetched(now, a.TaskID, a.Attempt, err == nil, msg)
+				})
+			})
+		case scheduler.AssembleJob:
+			s.n.goRun("assemble", func(ctx context.Context) {
+				root, url, err := s.assemble(ctx, a)
+				s.do(func(now time.Time) []scheduler.Action {
+					return s.coord.OnAssembled(now, a.JobID, root, url, err)
+				})
+			})
+		case scheduler.JobChanged:
+			s.persist(a.JobID)
+			s.hub.publish(a.JobID, a.Event)
+			if j, ok := s.coord.Job(a.JobID); ok && isTerminal(j.Status) {
+				s.forgetAttempts(j)
+			}
+		}
+	}
+}
+
+func isTerminal(status string) bool {
+	return status == api.JobCompleted || status == api.JobFailed || status == api.JobCancelled
+}
+
+func (s *submitter) forgetAttempts(j api.Job) {
+	for _, t := range j.Tasks {
+		for k, cancel := range s.attempts {
+			if k.task == t.ID {
+				cancel()
+				delete(s.attempts, k)
+			}
+		}
+	}
+}
+
+func (s *submitter) persist(jobID string) {
+	snap, err := s.coord.Export(jobID)
+	if err != nil {
+		s.n.log.Error("export job", "job", jobID, "err", err)
+		return
+	}
+	if err := s.db.putSnapshot(jobID, snap); err != nil {
+		s.n.log.Error("persist job", "job", jobID, "err", err)
+	}
+}
+
+// dial opens a task stream to p, or an in-memory pipe to this node's own
+// provider.
+func (s *submitter) dial(ctx context.Context, p peer.ID) (streamLike, func() error, error) {
+	if p == s.n.id {
+		if s.n.provider == nil {
+			return nil, nil, errNotProvider
+		}
+		a, b := net.Pipe()
+		s.n.goRun("self-task", func(context.Context) { s.n.provider.serve(p, b, b.Close) })
+		go func() { <-ctx.Done(); a.Close() }()
+		return a, a.Close, nil
+	}
+	dctx, cancel := context.WithTimeout(ctx, assignDialWait)
+	defer cancel()
+	st, err := s.n.host.NewStream(dctx, p, protocol.TaskProtocol)
+	if err != nil {
+		return nil, nil, err
+	}
+	go func() { <-ctx.Done(); st.Reset() }()
+	return st, st.Reset, nil
+}
+
+func (s *submitter) requestBids(ctx context.Context, a scheduler.RequestBids) {
+	ctx, cancel := context.WithTimeout(ctx, bidWait)
+	defer cancel()
+	var mu sync.Mutex
+	bids := map[peer.ID]*pb.Bid{}
+	var wg sync.WaitGroup
+	for _, p := range a.Peers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			b, err := s.askBid(ctx, p, a.Req)
+			if err != nil {
+				s.n.log.Debug("bid request", "peer", p, "err", err)
+				return
+			}
+			mu.Lock()
+			bids[p] = b
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	s.do(func(now time.Time) []scheduler.Action { return s.coord.OnBids(now, a.JobID, bids) })
+}
+
+func (s *submitter) askBid(ctx context.Context, p peer.ID, req *pb.BidRequest) (*pb.Bid, error) {
+	if p == s.n.id {
+		if s.n.provider == nil {
+			return nil, errNotProvider
+		}
+		return s.n.provider.bid(req), nil
+	}
+	st, _, err := s.dial(ctx, p)
+	if err != nil {
+		return nil, err
+	}
+	defer st.Close()
+	if err := protocol.WriteMsg(st, &pb.TaskRequest{Body: &pb.TaskRequest_BidRequest{BidRequest: req}}); err != nil {
+		return nil, err
+	}
+	var b pb.Bid
+	if err := protocol.ReadMsg(bufio.NewReader(st), protocol.MaxTaskUpdate, &b); err != nil {
+		return nil, err
+	}
+	if len(b.Reason) > protocol.MaxStringField || b.Slots < 0 || b.PriceMicros < 0 || b.EtaMs < 0 {
+		return nil, fmt.Errorf("bid from %s out of range", p)
+	}
+	return &b, nil
+}
+
+func (s *submitter) sendCancel(ctx context.Context, a scheduler.CancelTask) {
+	if a.Peer == s.n.id {
+		if s.n.provider != nil {
+			s.n.provider.cancel(s.n.id, a.JobID, a.TaskID)
+		}
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	st, _, err := s.dial(ctx, a.Peer)
+	if err != nil {
+		return
+	}
+	defer st.Close()
+	_ = protocol.WriteMsg(st, &pb.TaskRequest{Body: &pb.TaskRequest_Cancel{Cancel: &pb.Cancel{JobId: a.JobID, TaskId: a.TaskID}}})
+}
+
+// runAssign sends one assignment and relays the provider's updates to the
+// coordinator until the final one, the stream breaking, or ctx (the
+// coordinator cancelled the attempt).
+func (s *submitter) runAssign(ctx context.Context, a scheduler.Assign) {
+	fail := func(reason string) {
+		if ctx.Err() != nil {
+			return // cancelled by the coordinator: it already moved on
+		}
+		s.do(func(now time.Time) []scheduler.Action {
+			return s.coord.OnAttemptFailed(now, a.TaskID, a.Attempt, a.Peer, reason)
+		})
+	}
+	st, _, err := s.dial(ctx, a.Peer)
+	if err != nil {
+		fail("dial provider: " + err.Error())
+		return
+	}
+	defer st.Close()
+	if err := protocol.WriteMsg(st, &pb.TaskRequest{Body: &pb.TaskRequest_Assignment{Assignment: a.Assignment}}); err != nil {
+		fail("send assignment: " + err.Error())
+		return
+	}
+	r := bufio.NewReader(st)
+	first := true
+	for {
+		var u pb.TaskUpdate
+		if err := protocol.ReadMsg(r, protocol.MaxTaskUpdate, &u); err != nil {
+			fail("provider stream: " + err.Error())
+			return
+		}
+		if first {
+			first = false
+			accepted := u.State == pb.TaskState_TASK_STATE_ACCEPTED
+			reason := clipString(u.Message, protocol.MaxStringField)
+			s.do(func(now time.Time) []scheduler.Action {
+				return s.coord.OnAssignReply(now, a.TaskID, a.Attempt, a.Peer, accepted, reason)
+			})
+			if !accepted {
+				return
+			}
+			continue
+		}
+		switch u.State {
+		case pb.TaskState_TASK_STATE_RUNNING, pb.TaskState_TASK_STATE_HEARTBEAT:
+			state, progress := u.State, min(max(u.Progress, 0), 1)
+			s.do(func(now time.Time) []scheduler.Action {
+				return s.coord.OnProgress(now, a.TaskID, a.Attempt, a.Peer, state, progress)
+			})
+		case pb.TaskState_TASK_STATE_SUCCEEDED, pb.TaskState_TASK_STATE_FAILED, pb.TaskState_TASK_STATE_CANCELLED:
+			s.finish(ctx, a, &u, fail)
+			return
+		default:
+			fail(fmt.Sprintf("provider sent unexpected state %v", u.State))
+			return
+		}
+	}
+}
+
+func (s *submitter) finish(ctx context.Context, a scheduler.Assign, u *pb.TaskUpdate, fail func(string)) {
+	res, err := protocol.VerifyResult(u.Result, a.Peer, a.JobID, a.TaskID, int32(a.Attempt))
+	if err != nil {
+		fail("invalid result: " + err.Error())
+		return
+	}
+	s.mu.Lock()
+	if s.logs[a.JobID] == nil {
+		s.logs[a.JobID] = map[string]api.TaskLog{}
+	}
+	s.logs[a.JobID][a.TaskID] = api.TaskLog{TaskID: a.TaskID, Index: int(a.Assignment.Index), Attempt: a.Attempt, Provider: a.Peer.String(), Log: u.Message}
+	if m := s.meta[a.JobID]; m != nil && res.Success {
+		if m.Stats == nil {
+			m.Stats = map[int]*pb.TaskStats{}
+		}
+		m.Stats[int(a.Assignment.Index)] = res.Stats
+	}
+	s.mu.Unlock()
+	if !res.Success {
+		reason := res.Error
+		if reason == "" {
+			reason = u.State.String()
+		}
+		fail(reason)
+		return
+	}
+	if _, err := cid.Cast(res.RootCid); err != nil {
+		fail("result root cid: " + err.Error())
+		return
+	}
+	s.do(func(now time.Time) []scheduler.Action { return s.coord.OnResult(now, a.TaskID, a.Attempt, a.Peer, res) })
+}
+
+// assemble builds the job's bucket with its manifest.
+func (s *submitter) assemble(ctx context.Context, a scheduler.AssembleJob) (string, string, error) {
+	s.mu.Lock()
+	m := s.meta[a.JobID]
+	s.mu.Unlock()
+	if m == nil {
+		return "", "", fmt.Errorf("assemble %s: no job metadata", a.JobID)
+	}
+	man := bucket.Manifest{Job: a.JobID, Template: m.Template, CreatedAt: m.CreatedAt}
+	var entries []bucket.Entry
+	for _, r := range a.Results {
+		c, err := cid.Cast(r.Root)
+		if err != nil {
+			return "", "", fmt.Errorf("assemble %s: task %s root: %w", a.JobID, r.TaskID, err)
+		}
+		entries = append(entries, bucket.Entry{Name: bucket.TaskDirName(r.Index), Root: c})
+		mt := bucket.ManifestTask{Index: r.Index, TaskID: r.TaskID, Provider: r.Provider.String(), Attempt: r.Attempt, CID: c.String()}
+		if r.Index >= 0 && r.Index < len(m.Record.Tasks) {
+			mt.Seed = m.Record.Tasks[r.Index].Seed
+			mt.Params = m.Record.Tasks[r.Index].Params
+		}
+		s.mu.Lock()
+		if st := m.Stats[r.Index]; st != nil {
+			mt.StartedAt = time.UnixMilli(st.StartedMs).UTC()
+			mt.FinishedAt = time.UnixMilli(st.FinishedMs).UTC()
+			mt.DurationMs = st.FinishedMs - st.StartedMs
+		}
+		s.mu.Unlock()
+		man.Tasks = append(man.Tasks, mt)
+	}
+	manifest, err := json.MarshalIndent(man, "", "  ")
+	if err != nil {
+		return "", "", err
+	}
+	root, err := s.n.results.assemble(ctx, entries, manifest, m.BucketTTL, m.LocalDir)
+	if err != nil {
+		return "", "", fmt.Errorf("assemble %s: %w", a.JobID, err)
+	}
+	return root.String(), s.n.bucketURL(a.JobID), nil
+}
+
+// newJobID returns a sortable, unique job ID.
+func newJobID(now time.Time) string {
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	var ts [6]byte
+	ms := uint64(now.UnixMilli())
+	binary.BigEndian.PutUint16(ts[0:2], uint16(ms>>32))
+	binary.BigEndian.PutUint32(ts[2:6], uint32(ms))
+	return "j-" + hex.EncodeToString(ts[:]) + hex.EncodeToString(b[:])
+}
+
+func randomSeed() int64 {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return int64(binary.BigEndian.Uint64(b[:]) >> 1)
+}
+
+// submit validates a job body, partitions it and hands it to the
+// coordinator. It returns the new job, or a *jobspec.FieldError.
+func (s *submitter) submit(ctx context.Context, body []byte) (api.Job, error) {
+	spec, err := jobspec.Parse(body, s.reg, s.limits)
+	if err != nil {
+		return api.Job{}, err
+	}
+	spec.SetSeed(randomSeed())
+	now := s.n.now()
+	id := newJobID(now)
+	inputs, err := s.n.jobInputs(ctx, spec)
+	if err != nil {
+		return api.Job{}, err
+	}
+	tasks, err := jobspec.Partition(spec, spec.Template, inputs)
+	if err != nil {
+		return api.Job{}, err
+	}
+	rec := scheduler.NewJobRecord(id, spec, tasks)
+	m := &jobMeta{Record: rec, Template: spec.TemplateID, CreatedAt: now.UTC(), BucketTTL: defaultJobTTL}
+	if spec.DataDestination.TTL > 0 {
+		m.BucketTTL = spec.DataDestination.TTL
+	}
+	if spec.DataDestination.Descriptor == jobspec.DestLocal {
+		m.LocalDir = spec.DataDestination.Path
+	}
+	taskInputs := map[string]cid.Cid{}
+	for i, t := range tasks {
+		if t.Input == nil {
+			continue
+		}
+		c, err := s.n.results.importInput(ctx, t.Input.Name, t.Input.Data)
+		if err != nil {
+			return api.Job{}, fmt.Errorf("store input of task %d: %w", i, err)
+		}
+		taskInputs[fmt.Sprint(i)] = c
+	}
+	if err := s.db.putMeta(id, m); err != nil {
+		return api.Job{}, fmt.Errorf("persist job: %w", err)
+	}
+	s.mu.Lock()
+	s.meta[id] = m
+	s.mu.Unlock()
+	var job api.Job
+	var subErr error
+	err = s.call(ctx, func(now time.Time) []scheduler.Action {
+		acts, err := s.coord.Submit(now, rec)
+		if err != nil {
+			subErr = err
+			return nil
+		}
+		if j, ok := s.coord.Job(id); ok {
+			job = j
+			for _, t := range j.Tasks {
+				if c, ok := taskInputs[fmt.Sprint(t.Index)]; ok {
+					s.inputs[t.ID] = c
+				}
+			}
+		}
+		s.persist(id)
+		return acts
+	})
+	if err == nil {
+		err = subErr
+	}
+	if err != nil {
+		_ = s.db.deleteJob(id)
+		return api.Job{}, err
+	}
+	s.n.log.Info("job submitted", "job", id, "template", spec.TemplateID, "tasks", len(tasks))
+	return job, nil
+}
+
+// job returns a job view, read on the loop goroutine.
+func (s *submitter) job(ctx context.Context, id string) (api.Job, bool, error) {
+	var j api.Job
+	var ok bool
+	err := s.call(ctx, func(time.Time) []scheduler.Action {
+		j, ok = s.coord.Job(id)
+		return nil
+	})
+	return j, ok, err
+}
+
+func (s *submitter) jobs(ctx context.Context) ([]api.Job, error) {
+	var js []api.Job
+	err := s.call(ctx, func(time.Time) []scheduler.Action {
+		js = s.coord.Jobs()
+		return nil
+	})
+	return js, err
+}
+
+func (s *submitter) cancelJob(ctx context.Context, id string) (api.Job, error) {
+	var j api.Job
+	var cerr error
+	err := s.call(ctx, func(now time.Time) []scheduler.Action {
+		acts, err := s.coord.Cancel(now, id)
+		if err != nil {
+			cerr = err
+			return nil
+		}
+		j, _ = s.coord.Job(id)
+		return acts
+	})
+	if err != nil {
+		return j, err
+	}
+	return j, cerr
+}
+
+func (s *submitter) taskLogs(jobID string) []api.TaskLog {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []api.TaskLog
+	for _, l := range s.logs[jobID] {
+		out = append(out, l)
+	}
+	return out
+}
