@@ -102,13 +102,25 @@ func TestHostileAdsRejectedAndCounted(t *testing.T) {
 		}
 	}
 	// One valid ad first, so the replay below has something to be stale against.
-	publish(ad(100, nil), false)
-	eventually(t, 5*time.Second, "valid hostile-peer ad accepted", func() bool { _, ok := n.Table().Get(id); return ok })
+	// Gossip may drop a publish made before the mesh forms: repeat with a
+	// newer seq until it lands.
+	seq := uint64(100)
+	eventually(t, 10*time.Second, "valid hostile-peer ad accepted", func() bool {
+		if _, ok := n.Table().Get(id); ok {
+			return true
+		}
+		seq++
+		publish(ad(seq, nil), false)
+		time.Sleep(200 * time.Millisecond)
+		_, ok := n.Table().Get(id)
+		return ok
+	})
+	good, _ := n.Table().Get(id)
 	publish(ad(50, nil), false) // replay of an older seq: ignored, counted stale
-	publish(ad(101, nil), true) // wrong signature
-	publish(ad(102, func(a *pb.CapacityAd) { a.Capacity.CpuMillis = -4000 }), false)
-	publish(ad(103, func(a *pb.CapacityAd) { a.TimestampMs = now.Add(time.Hour).UnixMilli() }), false)
-	publish(ad(104, func(a *pb.CapacityAd) {
+	publish(ad(seq+1, nil), true) // wrong signature
+	publish(ad(seq+2, func(a *pb.CapacityAd) { a.Capacity.CpuMillis = -4000 }), false)
+	publish(ad(seq+3, func(a *pb.CapacityAd) { a.TimestampMs = now.Add(time.Hour).UnixMilli() }), false)
+	publish(ad(seq+4, func(a *pb.CapacityAd) {
 		a.WarmModels = []string{strings.Repeat("m", 1000), strings.Repeat("n", 1000), strings.Repeat("o", 1000), strings.Repeat("p", 1000)}
 	}), false)
 
@@ -128,7 +140,7 @@ func TestHostileAdsRejectedAndCounted(t *testing.T) {
 		return n.AdStats().Stale.Load() >= 1
 	})
 	e, _ := n.Table().Get(id)
-	if e.Ad.Seq != 100 || e.Ad.Capacity.CpuMillis != 1000 {
+	if e.Ad.Seq != good.Ad.Seq || e.Ad.Capacity.CpuMillis != 1000 {
 		t.Fatalf("table entry changed by hostile ads: seq %d cpu %d", e.Ad.Seq, e.Ad.Capacity.CpuMillis)
 	}
 }

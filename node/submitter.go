@@ -230,7 +230,9 @@ func (s *submitter) apply(ctx context.Context, acts []scheduler.Action) {
 				})
 			})
 		case scheduler.JobChanged:
-			s.persist(a.JobID)
+			if a.Event.Type != "progress" {
+				s.persist(a.JobID)
+			}
 			s.hub.publish(a.JobID, a.Event)
 			if j, ok := s.coord.Job(a.JobID); ok && isTerminal(j.Status) {
 				s.forgetAttempts(j)
