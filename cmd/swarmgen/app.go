@@ -73,11 +73,16 @@ func env(flag string) []string {
 func run(ctx context.Context, args []string, sio stdio, setDefaultLogger bool) int {
 	e := &cmdEnv{io: sio, log: slog.New(slog.NewTextHandler(sio.err, nil)), setDefaultLogger: setDefaultLogger}
 	app := newApp(e)
-	var notFound string
-	app.CommandNotFound = func(c *cli.Context, name string) { notFound = name }
+	var notFound, parent string
+	app.CommandNotFound = func(c *cli.Context, name string) {
+		notFound, parent = name, "swarmgen"
+		if c.Command != nil && c.Command.Name != app.Name {
+			parent += " " + c.Command.FullName()
+		}
+	}
 	err := app.RunContext(ctx, interspersed(app, args))
 	if notFound != "" && err == nil {
-		err = usageErrorf("unknown command %q; run 'swarmgen --help'", notFound)
+		err = usageErrorf("unknown command %q; run '%s --help'", notFound, parent)
 	}
 	if err == nil {
 		return exitOK

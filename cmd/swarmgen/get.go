@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -192,7 +193,9 @@ func shortCID(c cid.Cid) string {
 // stream. It returns the block count and bytes read.
 func verifyCAR(r io.Reader, root cid.Cid, maxBytes int64) (int, int64, error) {
 	lr := &limitReader{r: r, left: maxBytes}
-	br, err := carv2.NewBlockReader(lr, carv2.WithTrustedCAR(true), carv2.MaxAllowedSectionSize(maxBlockSize),
+	// The buffer keeps reads (and the tee's writes behind them) large; the
+	// CAR reader itself reads varints byte by byte.
+	br, err := carv2.NewBlockReader(bufio.NewReaderSize(lr, 1<<20), carv2.WithTrustedCAR(true), carv2.MaxAllowedSectionSize(maxBlockSize),
 		carv2.MaxAllowedHeaderSize(64<<10))
 	if err != nil {
 		return 0, lr.n, fmt.Errorf("reading CAR header: %w", err)

@@ -299,7 +299,8 @@ func TestExitCodesAndUsage(t *testing.T) {
 		code int
 		msg  string
 	}{
-		{[]string{"frobnicate"}, exitUsage, "frobnicate"},
+		{[]string{"frobnicate"}, exitUsage, `unknown command "frobnicate"; run 'swarmgen --help'`},
+		{[]string{"job", "frob"}, exitUsage, `unknown command "frob"; run 'swarmgen job --help'`},
 		{[]string{"peers", "--bogus"}, exitUsage, "flag provided but not defined"},
 		{[]string{"job", "status"}, exitUsage, "exactly one argument"},
 		{[]string{"job", "watch"}, exitUsage, "at least one job ID"},
