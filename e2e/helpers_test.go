@@ -59,12 +59,13 @@ func freePort(t *testing.T) int {
 
 // proc is one running swarmgen process.
 type proc struct {
-	cmd    *exec.Cmd
-	api    string
-	out    *bytes.Buffer
-	done   chan struct{}
-	mu     sync.Mutex
-	exited bool
+	cmd     *exec.Cmd
+	api     string
+	dataDir string
+	out     *bytes.Buffer
+	done    chan struct{}
+	mu      sync.Mutex
+	exited  bool
 }
 
 type lockedBuffer struct {
@@ -86,7 +87,7 @@ func startNode(t *testing.T, dataDir string, extra ...string) *proc {
 	args := append([]string{"node", "run", "--data-dir", dataDir, "--api", api,
 		"--listen", fmt.Sprintf("/ip4/127.0.0.1/tcp/%d", port),
 		"--pool", "e2e", "--ad-interval", "1s", "--no-mdns", "--no-nat"}, extra...)
-	p := &proc{api: api, out: &bytes.Buffer{}, done: make(chan struct{})}
+	p := &proc{api: api, dataDir: dataDir, out: &bytes.Buffer{}, done: make(chan struct{})}
 	p.cmd = exec.Command(swarmgenBinary(t), args...)
 	lb := &lockedBuffer{b: p.out}
 	p.cmd.Stdout, p.cmd.Stderr = lb, lb
