@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"strings"
 	"sync"
 	"time"
@@ -45,8 +46,8 @@ func jobWatchCommand(e *cmdEnv) *cli.Command {
 				return err
 			}
 			for _, j := range final {
-				if err := jobExit(j, code); err != nil && jobCode(j) == code {
-					return err
+				if jobCode(j) == code {
+					return jobExit(j, code) // the job that decided the code
 				}
 			}
 			return nil
@@ -182,9 +183,7 @@ type watcher struct {
 	dirty chan struct{}
 	out   io.Writer
 	tty   bool
-	log   interface {
-		Debug(msg string, args ...any)
-	}
+	log   *slog.Logger
 }
 
 func (w *watcher) update(v *jobView, fn func()) {
