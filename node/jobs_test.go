@@ -134,3 +134,75 @@ func TestFractalJobOnDevnet(t *testing.T) {
 		t.Fatalf("GET task-0/fractal.png: %d %q", resp.StatusCode, png[:min(len(png), 16)])
 	}
 }
+
+// Every malformed body gets a 400 naming its field, and the node keeps
+// serving: the same node then accepts a good job.
+func TestMalformedBodiesGet400WithField(t *testing.T) {
+	d := inProcessDevnet(t, 1)
+	apiAddr := d.Nodes()[0].APIAddr()
+	good := `{"templateID":"fractal","dataSource":{"dataSourceDescriptor":"bypass"},"dataDestination":{"dataSourceDescriptor":"bucket"},"params":{"partitioner":{"num_replicas":2},"app":{"prompt":"x"}}}`
+	with := func(old, new string) string {
+		if !strings.Contains(good, old) {
+			t.Fatalf("bad test: %q not in body", old)
+		}
+		return strings.Replace(good, old, new, 1)
+	}
+	cases := []struct{ name, body, field string }{
+		{"not json", `{"templateID":`, ""},
+		{"array", `[]`, ""},
+		{"unknown top field", with(`"templateID"`, `"bogus":1,"templateID"`), "bogus"},
+		{"template wrong type", with(`"fractal"`, `7`), "templateID"},
+		{"unknown template", with(`"fractal"`, `"nope"`), "templateID"},
+		{"data source unknown", with(`"bypass"`, `"ftp"`), "dataSource.dataSourceDescriptor"},
+		{"data source wrong type", with(`{"dataSourceDescriptor":"bypass"}`, `"bypass"`), "dataSource"},
+		{"destination unknown", with(`"bucket"`, `"s3"`), "dataDestination.dataSourceDescriptor"},
+		{"replicas negative", with(`"num_replicas":2`, `"num_replicas":-1`), "params.partitioner.num_replicas"},
+		{"replicas zero", with(`"num_replicas":2`, `"num_replicas":0`), "params.partitioner.num_replicas"},
+		{"replicas string", with(`"num_replicas":2`, `"num_replicas":"2"`), "params.partitioner.num_replicas"},
+		{"too many tasks", with(`"num_replicas":2`, `"num_replicas":100000`), "params.partitioner.num_replicas"},
+		{"replicas fraction", with(`"num_replicas":2`, `"num_replicas":1.5`), "params.partitioner.num_replicas"},
+		{"unknown partitioner field", with(`"num_replicas":2`, `"num_replicas":2,"shards":3`), "params.partitioner.shards"},
+		{"unknown app param", with(`"prompt":"x"`, `"prompt":"x","colour":"red"`), "params.app.colour"},
+		{"prompt wrong type", with(`"prompt":"x"`, `"prompt":5`), "params.app.prompt"},
+		{"prompt too long", with(`"prompt":"x"`, `"prompt":"`+strings.Repeat("p", 5000)+`"`), "params.app.prompt"},
+		{"width out of range", with(`"prompt":"x"`, `"prompt":"x","width":99999`), "params.app.width"},
+		{"iterations zero", with(`"prompt":"x"`, `"prompt":"x","iterations":0`), "params.app.iterations"},
+		{"kind not in enum", with(`"prompt":"x"`, `"prompt":"x","kind":"sierpinski"`), "params.app.kind"},
+		{"resources cpu negative", with(`"params"`, `"resources":{"cpu":-2},"params"`), "resources.cpu"},
+		{"resources memory garbage", with(`"params"`, `"resources":{"memory":"lots"},"params"`), "resources.memory"},
+		{"unknown resource", with(`"params"`, `"resources":{"tpu":1},"params"`), "resources.tpu"},
+		{"timeout garbage", with(`"params"`, `"timeout":"soon","params"`), "timeout"},
+		{"maxAttempts too high", with(`"params"`, `"maxAttempts":1000,"params"`), "maxAttempts"},
+		{"constraints wrong type", with(`"params"`, `"constraints":[],"params"`), "constraints"},
+		{"trailing data", good + `{}`, ""},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			code, body := postJob(t, apiAddr, []byte(c.body))
+			if code != http.StatusBadRequest {
+				t.Fatalf("status %d, want 400: %v", code, body)
+			}
+			msg, _ := body["error"].(string)
+			field, _ := body["field"].(string)
+			if msg == "" {
+				t.Fatalf("no error message: %v", body)
+			}
+			if c.field != "" && field != c.field {
+				t.Fatalf("field %q, want %q (error: %s)", field, c.field, msg)
+			}
+		})
+	}
+	resp, err := http.Post("http://"+apiAddr+"/v1/jobs", "application/json", bytes.NewReader(bytes.Repeat([]byte("x"), 2<<20)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusRequestEntityTooLarge && resp.StatusCode != http.StatusBadRequest {
+		t.Fatalf("2 MiB body: %d", resp.StatusCode)
+	}
+	code, created := postJob(t, apiAddr, []byte(good))
+	if code != http.StatusCreated {
+		t.Fatalf("node stopped serving good jobs: %d %v", code, created)
+	}
+	waitJob(t, apiAddr, created["id"].(string), 30*time.Second, api.JobCompleted)
+}
