@@ -107,14 +107,10 @@ func run(ctx context.Context, args []string, sio stdio, setDefaultLogger bool) i
 	return code
 }
 
-// errorText renders an error for a person: the node's error body with the
-// field it names, and a hint for the common "no node there" case.
+// errorText renders an error for a person, with a hint for the common "no
+// node there" case. (A node's *api.Error already leads with its field.)
 func errorText(err error) string {
 	msg := err.Error()
-	var ae *api.Error
-	if errors.As(err, &ae) && ae.Field != "" {
-		msg += fmt.Sprintf(" (field %q)", ae.Field)
-	}
 	if strings.Contains(msg, "connection refused") {
 		msg += "\n(is a node running? start one with 'swarmgen node run' or 'swarmgen devnet', or point --api at it)"
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
@@ -329,4 +330,22 @@ func FuzzVerifyCAR(f *testing.F) {
 			t.Fatalf("read %d of %d bytes", read, len(data))
 		}
 	})
+}
+
+func TestByteBar(t *testing.T) {
+	var buf bytes.Buffer
+	b := newByteBar(&buf, true, "downloading x", 2048)
+	_, _ = io.Copy(io.Discard, b.reader(bytes.NewReader(make([]byte, 2048))))
+	b.finish(true)
+	out := buf.String()
+	if !strings.Contains(out, "\r\033[K") || !strings.Contains(out, "100%  2Ki/2Ki") || !strings.HasSuffix(out, "done in 0s\n") {
+		t.Fatalf("tty bar: %q", out)
+	}
+	buf.Reset()
+	b = newByteBar(&buf, false, "downloading x", -1)
+	_, _ = io.Copy(io.Discard, b.reader(bytes.NewReader(make([]byte, 5000))))
+	b.finish(false)
+	if out := buf.String(); strings.Contains(out, "\033") || !strings.HasPrefix(out, "downloading x  4.9Ki") || !strings.Contains(out, "failed") {
+		t.Fatalf("plain bar: %q", out)
+	}
 }

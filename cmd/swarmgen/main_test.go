@@ -285,7 +285,7 @@ func TestErrorWithField(t *testing.T) {
 	if r.code != exitError {
 		t.Fatalf("exit %d, want %d", r.code, exitError)
 	}
-	want := "swarmgen: POST /v1/jobs: params.app.steps: must be at most 150 (field \"params.app.steps\")\n"
+	want := "swarmgen: POST /v1/jobs: params.app.steps: must be at most 150\n"
 	if r.err != want || r.out != "" {
 		t.Fatalf("stderr %q stdout %q; want stderr %q", r.err, r.out, want)
 	}
