@@ -42,7 +42,7 @@ func templateCommand(e *cmdEnv) *cli.Command {
 					tw := table(e.io.out)
 					fmt.Fprintln(tw, "ID\tALIASES\tPARTITIONER\tSOURCE\tDESCRIPTION")
 					for _, t := range ts {
-						fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", cell(t.ID), cell(strings.Join(t.Aliases, ",")),
+						fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", cell(t.ID), cell(shortList(t.Aliases, 3)),
 							cell(t.Partitioner), cell(t.Source), cell(truncate(t.Description, 60)))
 					}
 					return tw.Flush()
@@ -101,4 +101,12 @@ func templateCommand(e *cmdEnv) *cli.Command {
 			},
 		},
 	}
+}
+
+// shortList joins the first n items and counts the rest: "a,b,c +7".
+func shortList(items []string, n int) string {
+	if len(items) <= n {
+		return strings.Join(items, ",")
+	}
+	return fmt.Sprintf("%s +%d", strings.Join(items[:n], ","), len(items)-n)
 }

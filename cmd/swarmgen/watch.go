@@ -70,6 +70,7 @@ func jobCode(j api.Job) int {
 // events applied on top. Guarded by watcher.mu.
 type jobView struct {
 	job      api.Job
+	note     string    // the scheduler's latest word on the job ("waiting: …")
 	seen     time.Time // when the watcher first saw the job
 	lastLine string    // non-TTY: the last line printed, to print changes only
 }
@@ -86,6 +87,7 @@ func (v *jobView) apply(ev api.Event) {
 		if ev.Message != "" && ev.Status == api.JobFailed {
 			v.job.Error = ev.Message
 		}
+		v.note = ev.Message
 	case "task", "progress":
 		if ev.TaskID == "" {
 			return
@@ -170,6 +172,9 @@ func (v *jobView) line(now time.Time, idWidth int, withETA bool) string {
 		fmt.Fprintf(&b, "  ETA %s", formatDuration(eta))
 	case withETA:
 		b.WriteString("  ETA ?")
+	}
+	if v.note != "" && v.note != v.job.Status && !v.terminal() {
+		b.WriteString("  (" + cell(truncate(v.note, 60)) + ")")
 	}
 	return b.String()
 }
@@ -323,7 +328,13 @@ func (w *watcher) follow(ctx context.Context, cl *api.Client, v *jobView) error 
 			return false, err
 		}
 		var term bool
-		w.update(v, func() { v.job = j; term = v.terminal() })
+		w.update(v, func() {
+			v.job = j
+			if len(j.Reasons) > 0 {
+				v.note = j.Reasons[0]
+			}
+			term = v.terminal()
+		})
 		return term, nil
 	}
 	if term, err := snapshot(ctx); err != nil || term {

@@ -169,6 +169,10 @@ func TestJobViewApply(t *testing.T) {
 	if got := v.fraction(); got < 0.39 || got > 0.41 { // (1 + 0.6) / 4
 		t.Fatalf("fraction %v", got)
 	}
+	v.apply(api.Event{Type: "job", Status: api.JobRunning, Message: "task 2: no candidate: 3 peers lack a gpu"})
+	if line := v.line(time.Now(), 1, true); !strings.HasSuffix(line, "  (task 2: no candidate: 3 peers lack a gpu)") {
+		t.Fatalf("line without the scheduler's note: %q", line)
+	}
 	v.apply(api.Event{Type: "job", Status: api.JobFailed, Message: "boom"})
 	if !v.terminal() || v.job.Error != "boom" {
 		t.Fatalf("job event not applied: %+v", v.job)
