@@ -32,13 +32,17 @@ type DirEntry struct {
 // importFile chunks r into 256 KiB raw leaves under a balanced UnixFS file
 // node (CIDv1) and adds every block to add.
 func importFile(add ipld.DAGService, r io.Reader) (ipld.Node, error) {
+	return importFileChunked(add, r, ChunkSize)
+}
+
+func importFileChunked(add ipld.DAGService, r io.Reader, chunk int64) (ipld.Node, error) {
 	dbp := helpers.DagBuilderParams{
 		Dagserv:    add,
 		Maxlinks:   helpers.DefaultLinksPerBlock,
 		RawLeaves:  true,
 		CidBuilder: cidBuilder,
 	}
-	db, err := dbp.New(chunker.NewSizeSplitter(r, ChunkSize))
+	db, err := dbp.New(chunker.NewSizeSplitter(r, chunk))
 	if err != nil {
 		return nil, err
 	}
