@@ -27,12 +27,14 @@ const (
 	evDone     = "done"
 	evStats    = "stats"
 	evError    = "error"
+	evLoaded   = "loaded"
 )
 
 // request is one line to the worker.
 type request struct {
 	ID       string   `json:"id"`
 	Op       string   `json:"op,omitempty"`
+	Model    string   `json:"model,omitempty"`
 	TaskDirs []string `json:"task_dirs,omitempty"`
 }
 
@@ -61,6 +63,9 @@ type event struct {
 	Device  string       `json:"device"`
 	DType   string       `json:"dtype"`
 	Cached  []string     `json:"cached"`
+	Model   string       `json:"model"`
+	LoadS   float64      `json:"load_s"`
+	Exit    int          `json:"exit_code"`
 }
 
 var errBadEvent = errors.New("bad worker event")
@@ -78,7 +83,7 @@ func decodeEvent(line []byte) (event, error) {
 		return ev, fmt.Errorf("%w: %w", errBadEvent, err)
 	}
 	switch ev.Event {
-	case evReady, evStats, evError:
+	case evReady, evStats, evError, evLoaded:
 	case evProgress:
 		if math.IsNaN(ev.Value) || ev.Value < 0 || ev.Value > 1 {
 			return ev, fmt.Errorf("%w: progress value %v out of [0,1]", errBadEvent, ev.Value)

@@ -5,11 +5,13 @@ log line goes to stderr):
 
   → {"id": "r1", "task_dirs": ["/tasks/a", "/tasks/b"]}   run tasks (app contract dirs)
   → {"id": "s1", "op": "stats"}                           counters
+  → {"id": "l1", "op": "load", "model": "org/name"}        load a pipeline ahead of tasks
   ← {"event": "ready", "pid", "device", "dtype"}          once, at start
   ← {"id", "event": "progress", "task_dir", "value"}      per denoising step, value in (0,1]
   ← {"id", "event": "done", "results": [{"task_dir", "ok", "error", "exit_code", "files",
       "load_s", "infer_s", "batch_images"}], "loads"}
   ← {"id", "event": "stats", "loads", "cached", "requests", "tasks", "images", ...}
+  ← {"id", "event": "loaded", "model", "load_s", "cache_hit", "loads"}
   ← {"id"?, "event": "error", "error"}                    bad request; the worker keeps serving
 
 Tasks of one request that share model, prompt, negative prompt, size, steps,
@@ -83,8 +85,12 @@ def parse_request(line):
     if isinstance(rid, str) and len(rid) > 256:
         raise RequestError("request.id is longer than 256 characters")
     op = req.get("op", "run")
-    if op not in ("run", "stats"):
-        raise RequestError(f"request.op {op!r} unknown (want run or stats)")
+    if op not in ("run", "stats", "load"):
+        raise RequestError(f"request.op {op!r} unknown (want run, stats or load)")
+    if op == "load":
+        m = req.get("model")
+        if not isinstance(m, str) or not m or len(m) > sdparams.MAX_MODEL_CHARS:
+            raise RequestError("request.model must be a non-empty string")
     if op == "run":
         dirs = req.get("task_dirs")
         if not isinstance(dirs, list) or not dirs:
@@ -119,6 +125,17 @@ class Server:
             dtype=e.dtype_name,
             pid=os.getpid(),
         )
+
+    def load(self, rid, model):
+        import worker
+
+        try:
+            model = sdparams.validate_model_ref(model)
+            entry, hit = self.engine.get(model)
+        except Exception as e:  # noqa: BLE001 - reported to the caller
+            self.proto.emit(id=rid, event="error", error=worker.error_text(e), exit_code=worker.exit_code_for(e))
+            return
+        self.proto.emit(id=rid, event="loaded", model=model, load_s=round(0.0 if hit else entry.load_s, 4), cache_hit=hit, loads=self.engine.loads)
 
     def run(self, rid, dirs):
         self.requests += 1
@@ -219,5 +236,7 @@ def serve(args, stdin=None, proto_stream=None):
         rid = req.get("id")
         if req.get("op") == "stats":
             server.stats(rid)
+        elif req.get("op") == "load":
+            server.load(rid, req["model"])
         else:
             server.run(rid, req["task_dirs"])

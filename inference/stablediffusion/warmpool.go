@@ -260,6 +260,66 @@ func (p *WarmPool) runBatch(ctx context.Context, tasks []*inference.Task, dirs [
 	return p.serveRequest(ctx, w, tasks, abs, progress)
 }
 
+// Preload starts a worker for model (if none runs) and loads the model
+// into it ahead of tasks, so that the node can advertise it as warm. It
+// waits for the load; cancel kills the worker like a cancelled task. A model
+// the worker cannot load returns an error wrapping inference.ErrExit
+// (ErrUnavailable when no worker starts).
+func (p *WarmPool) Preload(ctx context.Context, model string) error {
+	if model == "" || len(model) > maxModelRef {
+		return fmt.Errorf("%w: model name length %d out of range [1, %d]", ErrBatch, len(model), maxModelRef)
+	}
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return fmt.Errorf("%w: warm pool closed", inference.ErrUnavailable)
+	}
+	p.inflight.Add(1)
+	p.mu.Unlock()
+	defer p.inflight.Done()
+	w, err := p.acquire(ctx, model)
+	if err != nil {
+		return ctxErr(ctx, err)
+	}
+	defer p.release(w)
+	if err := p.ensure(ctx, w); err != nil {
+		return ctxErr(ctx, err)
+	}
+	pr := w.p
+	id := "load-" + strconv.FormatInt(time.Now().UnixNano(), 36)
+	if err := pr.send(request{ID: id, Op: "load", Model: model}); err != nil {
+		p.kill(w, "write failed")
+		return fmt.Errorf("%w: %w", inference.ErrExit, err)
+	}
+	for {
+		select {
+		case ev, ok := <-pr.events:
+			if !ok {
+				<-pr.exited
+				msg := pr.exitText()
+				p.kill(w, "crashed")
+				return fmt.Errorf("%w: sd worker exited while loading %s: %s", inference.ErrExit, model, msg)
+			}
+			if ev.ID != id {
+				continue
+			}
+			if ev.Event == evError {
+				return fmt.Errorf("%w: sd worker cannot load %s (exit code %d): %s", inference.ErrExit, model, ev.Exit, ev.Error)
+			}
+			if ev.Event == evLoaded {
+				w.mu.Lock()
+				w.loads, w.served = ev.Loads, true
+				w.mu.Unlock()
+				p.log.Info("preloaded model", "model", model, "gpu", w.key.gpu, "load_s", ev.LoadS)
+				return nil
+			}
+		case <-ctx.Done():
+			p.kill(w, "preload cancelled")
+			return ctxErr(ctx, errors.New("sd worker killed"))
+		}
+	}
+}
+
 // ctxErr maps a context error to the executor sentinels.
 func ctxErr(ctx context.Context, err error) error {
 	if ctx.Err() == nil {

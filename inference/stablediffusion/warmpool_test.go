@@ -302,6 +302,12 @@ func TestWarmPool(t *testing.T) {
 			t.Fatal(err)
 		}
 		waitDead(t, before.PID)
+		if err := pool.Preload(ctx, model); err != nil {
+			t.Fatalf("Preload after crash: %v", err)
+		}
+		if s := onlyStats(t, pool); !s.Loaded || s.Loads != 1 || s.PID == before.PID {
+			t.Errorf("after Preload: %+v", s)
+		}
 		task, dir := sdTask(t, root, "postcrash", 1, app("a tree"))
 		res, err := pool.Run(ctx, task, dir, nil)
 		if err != nil {
@@ -331,14 +337,23 @@ func TestWarmPool(t *testing.T) {
 	})
 }
 
+// TestIdleWorkerStops also covers a failed Preload: the worker that
+// refused the model stays up until the idle reaper stops it.
 func TestIdleWorkerStops(t *testing.T) {
-	python, model := tinyModel(t)
+	python, _ := tinyModel(t)
 	pool := newPool(t, python, 300*time.Millisecond)
-	task, dir := sdTask(t, t.TempDir(), "idle", 1, map[string]any{"prompt": "x", "model": model, "steps": 1, "width": 64, "height": 64})
-	if _, err := pool.Run(context.Background(), task, dir, nil); err != nil {
-		t.Fatal(err)
+	missing := filepath.Join(t.TempDir(), "no-such-model")
+	err := pool.Preload(context.Background(), missing)
+	if !errors.Is(err, inference.ErrExit) || !strings.Contains(err.Error(), "app.model") || !strings.Contains(err.Error(), "exit code 2") {
+		t.Fatalf("Preload of a missing model: %v", err)
 	}
-	pid := onlyStats(t, pool).PID
+	s := onlyStats(t, pool)
+	if s.PID == 0 || s.Loaded {
+		t.Fatalf("after failed preload: %+v", s)
+	}
+	if m := pool.WarmModels(); len(m) != 0 {
+		t.Errorf("WarmModels after a failed preload = %v", m)
+	}
 	deadline := time.Now().Add(30 * time.Second)
 	for len(pool.Stats()) != 0 {
 		if time.Now().After(deadline) {
@@ -346,10 +361,7 @@ func TestIdleWorkerStops(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	waitDead(t, pid)
-	if m := pool.WarmModels(); len(m) != 0 {
-		t.Errorf("WarmModels after idle stop = %v", m)
-	}
+	waitDead(t, s.PID)
 }
 
 func TestBatchValidation(t *testing.T) {

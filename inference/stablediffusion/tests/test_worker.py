@@ -152,6 +152,15 @@ def test_serve_survives_bad_requests(tmp_path, tiny_model, server):
     assert os.listdir(os.path.join(bad, "output")) == []
 
 
+def test_load_op_preloads(tiny_model, server):
+    ev, _ = server.request(op="load", model=tiny_model)
+    assert ev["event"] == "loaded" and ev["model"] == tiny_model and ev["loads"] >= 1, ev
+    again, _ = server.request(op="load", model=tiny_model)
+    assert again["cache_hit"] and again["loads"] == ev["loads"] and again["load_s"] == 0
+    bad, _ = server.request(op="load", model="/no/such/model")
+    assert bad["event"] == "error" and bad["exit_code"] == 2 and "app.model" in bad["error"]
+
+
 def test_lora_applies_and_errors_are_clear(tmp_path, tiny_model, server):
     import make_tiny_pipeline
 
