@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 )
 
 // Server-sent event limits. The stream comes from the network: a line or an
@@ -68,7 +69,8 @@ func ReadEvents(r io.Reader, fn func(Event) error) error {
 		}
 		switch string(field) {
 		case "event":
-			name = string(value)
+			// The format decodes the stream as UTF-8 with replacement.
+			name = strings.ToValidUTF8(string(value), "\uFFFD")
 		case "data":
 			if hasData {
 				data.WriteByte('\n')
