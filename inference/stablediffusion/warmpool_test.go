@@ -322,16 +322,41 @@ func TestWarmPool(t *testing.T) {
 		}
 	})
 
-	t.Run("close stops everything", func(t *testing.T) {
+	t.Run("close kills a busy worker", func(t *testing.T) {
 		pid := onlyStats(t, pool).PID
+		a := app("slow")
+		a["steps"], a["width"], a["height"] = 200, 512, 512
+		task, dir := sdTask(t, root, "busyclose", 1, a)
+		started := make(chan struct{})
+		var once sync.Once
+		errc := make(chan error, 1)
+		go func() {
+			_, err := pool.Run(ctx, task, dir, func(float64) { once.Do(func() { close(started) }) })
+			errc <- err
+		}()
+		select {
+		case <-started:
+		case err := <-errc:
+			t.Fatalf("slow task ended early: %v", err)
+		case <-time.After(2 * time.Minute):
+			t.Fatal("no progress from the slow task")
+		}
 		if err := pool.Close(); err != nil {
 			t.Fatal(err)
+		}
+		select {
+		case err := <-errc:
+			if !errors.Is(err, inference.ErrExit) {
+				t.Errorf("busy task after Close: %v, want ErrExit", err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatal("Run did not return after Close")
 		}
 		if alive(pid) {
 			t.Errorf("worker %d alive after Close", pid)
 		}
-		task, dir := sdTask(t, root, "closed", 1, app("x"))
-		if _, err := pool.Run(ctx, task, dir, nil); !errors.Is(err, inference.ErrUnavailable) {
+		task2, dir2 := sdTask(t, root, "closed", 1, app("x"))
+		if _, err := pool.Run(ctx, task2, dir2, nil); !errors.Is(err, inference.ErrUnavailable) {
 			t.Errorf("after Close: %v", err)
 		}
 	})
