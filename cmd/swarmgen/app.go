@@ -203,19 +203,23 @@ func jsonFlag() cli.Flag {
 	return &cli.BoolFlag{Name: "json", EnvVars: env("json"), Usage: "print JSON instead of a table"}
 }
 
-// client returns an API client for the nearest --api that is set: the
-// command's own, else the global one.
-func (e *cmdEnv) client(c *cli.Context) (*api.Client, error) {
-	addr := ""
+// apiAddr is the nearest --api given: the command's own if set (even to
+// ""), else the global one (flag, SWARMGEN_API or default).
+func apiAddr(c *cli.Context) string {
+	if c.IsSet("api") {
+		return c.String("api")
+	}
 	for _, cc := range c.Lineage() {
-		if addr = cc.String("api"); addr != "" {
-			break
+		if a := cc.String("api"); a != "" {
+			return a
 		}
 	}
-	if addr == "" {
-		addr = defaultAPI
-	}
-	cl, err := api.New(addr, api.WithUserAgent("swarmgen/"+version()))
+	return defaultAPI
+}
+
+// client returns an API client for apiAddr.
+func (e *cmdEnv) client(c *cli.Context) (*api.Client, error) {
+	cl, err := api.New(apiAddr(c), api.WithUserAgent("swarmgen/"+version()))
 	if err != nil {
 		return nil, usageErrorf("--api: %w", err)
 	}

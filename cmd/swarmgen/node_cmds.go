@@ -110,18 +110,7 @@ func nodeConfig(c *cli.Context) (node.Config, error) {
 	cfg.Bootstrap = splitList(c.StringSlice("bootstrap"))
 	cfg.Pool = c.String("pool")
 	cfg.PSKFile = c.String("psk-file")
-	if c.IsSet("api") {
-		cfg.API = c.String("api") // "" turns the API off
-	} else if a := c.String("api"); a != "" {
-		cfg.API = a
-	} else {
-		for _, cc := range c.Lineage()[1:] {
-			if a := cc.String("api"); a != "" {
-				cfg.API = a
-				break
-			}
-		}
-	}
+	cfg.API = apiAddr(c) // an explicit --api "" turns the API off
 	cfg.Gateway = c.String("gateway")
 	cfg.Executor = c.String("executor")
 	cfg.CPUs = c.Float64("cpus")
@@ -174,17 +163,11 @@ func devnetCommand(e *cmdEnv) *cli.Command {
 			if c.NArg() != 0 {
 				return usageErrorf("devnet takes no arguments")
 			}
-			apiAddr := ""
-			for _, cc := range c.Lineage() {
-				if apiAddr = cc.String("api"); apiAddr != "" {
-					break
-				}
-			}
 			startCtx, cancel := context.WithTimeout(c.Context, time.Minute)
 			defer cancel()
 			d, err := node.StartDevnet(startCtx, node.DevnetConfig{
 				Nodes:   c.Int("nodes"),
-				API:     apiAddr,
+				API:     apiAddr(c),
 				Gateway: c.String("gateway"),
 				DataDir: c.String("data-dir"),
 				Pool:    c.String("pool"),
