@@ -5,10 +5,13 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
-	"github.com/ipfs/boxo/blockservice"
 	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
@@ -31,10 +34,10 @@ func benchProvider(b *testing.B, n int) (*Store, cid.Cid) {
 
 // freshClient returns a new client store on a new host connected to prov;
 // the setup is outside the timed region.
-func freshClient(b *testing.B, prov *Store) *Store {
+func freshClient(b *testing.B, prov *Store, opts ...Option) *Store {
 	h := newHost(b)
 	connect(b, h, prov.host)
-	return newStore(b, h)
+	return newStore(b, h, opts...)
 }
 
 func reportMBps(b *testing.B, n int, d time.Duration) {
@@ -42,15 +45,21 @@ func reportMBps(b *testing.B, n int, d time.Duration) {
 }
 
 // BenchmarkFetch measures Store.Fetch (CAR stream, every block verified and
-// stored) between two loopback hosts.
-func BenchmarkFetch(b *testing.B) {
+// stored, durable on disk when Fetch returns) between two loopback hosts.
+func BenchmarkFetch(b *testing.B) { benchFetch(b) }
+
+// BenchmarkFetchMem is BenchmarkFetch with the client's blockstore in
+// memory: the protocol and verification cost without the disk.
+func BenchmarkFetchMem(b *testing.B) { benchFetch(b, WithInMemory()) }
+
+func benchFetch(b *testing.B, opts ...Option) {
 	for _, sz := range benchSizes {
 		b.Run(sz.name, func(b *testing.B) {
 			prov, root := benchProvider(b, sz.n)
 			var total time.Duration
 			for i := 0; i < b.N; i++ {
 				b.StopTimer()
-				cli := freshClient(b, prov)
+				cli := freshClient(b, prov, opts...)
 				b.StartTimer()
 				start := time.Now()
 				if err := cli.Fetch(context.Background(), root, prov.host.ID(), int64(sz.n)*2); err != nil {
@@ -64,7 +73,7 @@ func BenchmarkFetch(b *testing.B) {
 }
 
 // BenchmarkBitswap measures a plain boxo bitswap session fetching the same
-// DAG (level by level, as the fallback does).
+// DAG (level by level, as the fallback does) into an in-memory blockstore.
 func BenchmarkBitswap(b *testing.B) {
 	for _, sz := range benchSizes {
 		b.Run(sz.name, func(b *testing.B) {
@@ -73,7 +82,7 @@ func BenchmarkBitswap(b *testing.B) {
 			var total time.Duration
 			for i := 0; i < b.N; i++ {
 				b.StopTimer()
-				cli := freshClient(b, prov)
+				cli := freshClient(b, prov, WithInMemory())
 				b.StartTimer()
 				start := time.Now()
 				v := newDAGVerifier(root, int64(sz.n)*2)
@@ -140,4 +149,82 @@ func readAll(dst, src host.Host, n int) error {
 	return nil
 }
 
-var _ = blockservice.New
+// BenchmarkPlainStreamToDisk is BenchmarkPlainStream writing the bytes to a
+// file and fsyncing it: the ceiling for a fetch that stores durably.
+func BenchmarkPlainStreamToDisk(b *testing.B) {
+	sz := benchSizes[2]
+	src := newHost(b)
+	payload := pseudoRandom(1, 1<<20)
+	src.SetStreamHandler(benchStreamProto, func(s network.Stream) {
+		defer s.Close()
+		w := bufio.NewWriterSize(s, fetchWriteBufferSize)
+		for left := sz.n; left > 0; left -= len(payload) {
+			if _, err := w.Write(payload[:min(left, len(payload))]); err != nil {
+				s.Reset()
+				return
+			}
+		}
+		w.Flush()
+	})
+	var total time.Duration
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		dst := newHost(b)
+		connect(b, dst, src)
+		f, err := os.Create(filepath.Join(b.TempDir(), "out"))
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+		start := time.Now()
+		s, err := dst.NewStream(context.Background(), src.ID(), benchStreamProto)
+		if err != nil {
+			b.Fatal(err)
+		}
+		n, err := io.Copy(f, bufio.NewReaderSize(s, fetchReadBufferSize))
+		if err != nil || n != int64(sz.n) {
+			b.Fatal(n, err)
+		}
+		if err := f.Sync(); err != nil {
+			b.Fatal(err)
+		}
+		total += time.Since(start)
+		s.Close()
+		f.Close()
+	}
+	reportMBps(b, sz.n, total)
+}
+
+// BenchmarkGatewayDownload downloads a 256 MB bucket file through the
+// gateway (HTTP over loopback, UnixFS reader over the blockstore).
+func BenchmarkGatewayDownload(b *testing.B) {
+	s := newStore(b, nil)
+	ctx := context.Background()
+	const n = 256 << 20
+	root, _, err := s.ImportFiles(ctx, map[string][]byte{"out.bin": pseudoRandom(77, n)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	bucket, err := s.Assemble(ctx, []Entry{{Name: "task-0", Root: root}}, []byte(`{"job":"bench","tasks":[]}`), 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv := httptest.NewServer(NewGateway(s, mapIndex{"bench": bucket}))
+	defer srv.Close()
+	b.ResetTimer()
+	var total time.Duration
+	for i := 0; i < b.N; i++ {
+		start := time.Now()
+		resp, err := http.Get(srv.URL + "/buckets/bench/task-0/out.bin")
+		if err != nil {
+			b.Fatal(err)
+		}
+		got, err := io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if err != nil || got != n {
+			b.Fatal(got, err)
+		}
+		total += time.Since(start)
+	}
+	reportMBps(b, n, total)
+}

@@ -91,9 +91,32 @@ func (s *Store) fetchCAR(ctx context.Context, root cid.Cid, from peer.ID, v *dag
 	}
 	r := bufio.NewReaderSize(st, fetchReadBufferSize)
 	idle := s.cfg.streamIdle
+	// Storing overlaps receiving: verified batches go to a writer goroutine
+	// (owned here, joined before return) so the stream keeps flowing while
+	// pebble copies the previous batch.
+	batches := make(chan []blocks.Block, 2)
+	werr := make(chan error, 1)
+	go func() {
+		var err error
+		for b := range batches {
+			if err == nil {
+				err = s.bs.PutMany(ctx, b)
+			}
+		}
+		werr <- err
+	}()
 	err = receiveCAR(r, root, v, func(b []blocks.Block) error {
-		return s.bs.PutMany(ctx, b)
+		select {
+		case batches <- append([]blocks.Block(nil), b...):
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 	}, func() { _ = st.SetReadDeadline(time.Now().Add(idle)) })
+	close(batches)
+	if perr := <-werr; perr != nil && err == nil {
+		err = fmt.Errorf("store fetched blocks: %w", perr)
+	}
 	if err != nil {
 		st.Reset()
 	}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/ipfs/boxo/bitswap"
 	"github.com/ipfs/boxo/bitswap/network/bsnet"
 	"github.com/ipfs/boxo/blockservice"
@@ -59,6 +60,7 @@ type config struct {
 	streamIdle    time.Duration
 	maxExport     int64
 	maxDirEntries int
+	inMemory      bool
 }
 
 // Option configures a Store.
@@ -92,6 +94,11 @@ func WithBlockTimeout(d time.Duration) Option { return func(c *config) { c.block
 
 // WithMaxExportBytes bounds the bytes ExportDir writes (default 64 GiB).
 func WithMaxExportBytes(n int64) Option { return func(c *config) { c.maxExport = n } }
+
+// WithInMemory keeps the blockstore in memory (pebble on an in-memory
+// filesystem): nothing persists after Close. For tests, benchmarks and
+// throwaway devnets.
+func WithInMemory() Option { return func(c *config) { c.inMemory = true } }
 
 // Store is a node's blockstore with bitswap, pins and the fetch protocol.
 // All methods are safe for concurrent use. Close stops every goroutine the
@@ -154,7 +161,11 @@ func New(ctx context.Context, h host.Host, dataDir string, opts ...Option) (*Sto
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("bucket: create %s: %w", dir, err)
 	}
-	d, err := pebbleds.NewDatastore(dir, pebbleds.WithPebbleOpts(pebbleOptions()))
+	po := pebbleOptions()
+	if cfg.inMemory {
+		po.FS = vfs.NewMem()
+	}
+	d, err := pebbleds.NewDatastore(dir, pebbleds.WithPebbleOpts(po))
 	if err != nil {
 		return nil, fmt.Errorf("bucket: open blockstore %s: %w", dir, err)
 	}
