@@ -84,7 +84,7 @@ func (n *Node) nextAd() (*selfAd, error) {
 		WarmModels:   n.warmFn(),
 		Load:         &pb.Load{Running: int32(load.Running), Queued: int32(load.Queued), Slots: int32(slots)},
 		Price:        &pb.PricePolicy{PerTaskMicros: n.cfg.PricePerTaskMicros},
-		Templates:    n.cfg.Templates,
+		Templates:    n.offeredTemplates(),
 		AgentVersion: "swarmgen/" + Version,
 		Labels:       n.cfg.Labels,
 	}
@@ -194,4 +194,11 @@ func nonNil(s []string) []string {
 		return []string{}
 	}
 	return s
+}
+
+func (n *Node) offeredTemplates() []string {
+	if n.provider == nil {
+		return n.cfg.Templates
+	}
+	return n.provider.offeredTemplates()
 }

@@ -55,12 +55,34 @@ type Config struct {
 	SwarmgenBinary string
 	// PricePerTaskMicros is the asking price per task.
 	PricePerTaskMicros int64
+	// ModelMap replaces model references in Stable Diffusion params before a
+	// task runs (e.g. a Hub id by a local directory holding that model, or a
+	// stand-in on a machine that cannot reach the Hub). From
+	// SWARMGEN_MODEL_MAP="from=to,from2=to2" by default.
+	ModelMap map[string]string
+}
+
+// ParseModelMap parses "from=to,from2=to2".
+func ParseModelMap(s string) (map[string]string, error) {
+	m := map[string]string{}
+	for _, kv := range strings.Split(s, ",") {
+		kv = strings.TrimSpace(kv)
+		if kv == "" {
+			continue
+		}
+		from, to, ok := strings.Cut(kv, "=")
+		if !ok || from == "" || to == "" {
+			return nil, fmt.Errorf("model map entry %q: want from=to", kv)
+		}
+		m[from] = to
+	}
+	return m, nil
 }
 
 // DefaultConfig returns the defaults of `swarmgen node run`.
 func DefaultConfig() Config {
 	home, _ := os.UserHomeDir()
-	return Config{
+	c := Config{
 		DataDir:    filepath.Join(home, ".swarmgen"),
 		Listen:     []string{"/ip4/0.0.0.0/tcp/4001", "/ip4/0.0.0.0/udp/4001/quic-v1"},
 		Pool:       "public",
@@ -71,7 +93,12 @@ func DefaultConfig() Config {
 		MDNS:       true,
 		NAT:        true,
 		Provide:    true,
+		Python:     os.Getenv("SWARMGEN_PYTHON"),
 	}
+	if mm, err := ParseModelMap(os.Getenv("SWARMGEN_MODEL_MAP")); err == nil && len(mm) > 0 {
+		c.ModelMap = mm
+	}
+	return c
 }
 
 // Validate checks c and names the first bad setting.

@@ -116,7 +116,7 @@ func TestHostileAdsRejectedAndCounted(t *testing.T) {
 		return ok
 	})
 	good, _ := n.Table().Get(id)
-	publish(ad(50, nil), false) // replay of an older seq: ignored, counted stale
+	publish(ad(50, nil), false)   // replay of an older seq: ignored, counted stale
 	publish(ad(seq+1, nil), true) // wrong signature
 	publish(ad(seq+2, func(a *pb.CapacityAd) { a.Capacity.CpuMillis = -4000 }), false)
 	publish(ad(seq+3, func(a *pb.CapacityAd) { a.TimestampMs = now.Add(time.Hour).UnixMilli() }), false)

@@ -8,7 +8,10 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/ipfs/go-cid"
@@ -119,13 +122,23 @@ func (n *Node) buildExecutors(ctx context.Context, o *options) (map[string]infer
 		n.log.Warn("executor docker requested but the docker daemon does not answer")
 	}
 	if n.cfg.Python != "" {
-		if worker := n.sdWorkerPath(); worker != "" {
+		worker := n.sdWorkerPath()
+		if err := pythonHasDiffusers(ctx, n.cfg.Python); err != nil {
+			n.log.Warn("stable diffusion off: the python environment cannot run it", "python", n.cfg.Python, "err", err)
+			n.sdOff = true
+		} else if worker == "" {
+			n.log.Warn("stable diffusion off: worker.py not found (set SWARMGEN_SDWORKER)")
+			n.sdOff = true
+		} else {
 			n.warm = stablediffusion.NewWarmPool(stablediffusion.WarmConfig{
 				Python: n.cfg.Python, WorkerScript: worker, Logger: n.log,
 				Env: map[string]string{"HF_HOME": filepath.Join(n.cfg.DataDir, "models")},
 			})
 			n.closers = append(n.closers, n.warm.Close)
 		}
+	}
+	if n.cfg.Python == "" {
+		n.sdOff = true
 	}
 	for k, ex := range o.execs {
 		execs[k] = ex
@@ -288,4 +301,28 @@ func (n *Node) fetchAnywhere(ctx context.Context, c cid.Cid) error {
 		lastErr = err
 	}
 	return fmt.Errorf("cid %s not found on this node or its peers: %w", c, lastErr)
+}
+
+var (
+	pyCheckMu sync.Mutex
+	pyChecked = map[string]error{}
+)
+
+// pythonHasDiffusers checks once per interpreter that it imports torch and
+// diffusers, so a node does not bid for Stable Diffusion tasks it would
+// fail.
+func pythonHasDiffusers(ctx context.Context, python string) error {
+	pyCheckMu.Lock()
+	defer pyCheckMu.Unlock()
+	if err, ok := pyChecked[python]; ok {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, python, "-c", "import torch, diffusers").CombinedOutput()
+	if err != nil {
+		err = fmt.Errorf("%w: %s", err, strings.TrimSpace(string(tailBytes(out, 300))))
+	}
+	pyChecked[python] = err
+	return err
 }

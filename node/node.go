@@ -77,6 +77,7 @@ type Node struct {
 	provider    *provider
 	submitter   *submitter
 	warm        *stablediffusion.WarmPool
+	sdOff       bool // no usable Python/diffusers: stable-diffusion not offered
 	gatewayAddr net.Addr
 
 	apiServer *http.Server

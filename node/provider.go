@@ -3,6 +3,7 @@ package node
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -30,7 +31,7 @@ import (
 
 const (
 	heartbeatEvery   = 2 * time.Second
-	reservationTTL   = 30 * time.Second
+	reservationTTL   = 5 * time.Second // a bid round ends within 2 s; assignments follow at once
 	maxLogInUpdate   = 32 << 10
 	progressInterval = 200 * time.Millisecond
 	defaultTaskLimit = time.Hour
@@ -164,7 +165,7 @@ func (p *provider) bid(req *pb.BidRequest) *pb.Bid {
 	if !p.n.cfg.Provide {
 		return &pb.Bid{Reason: "node does not provide"}
 	}
-	if _, ok := p.reg.Get(req.TemplateId); !ok {
+	if t, ok := p.reg.Get(req.TemplateId); !ok || !p.offers(t.ID) {
 		return &pb.Bid{Reason: string(scheduler.ReasonTemplateNotAllowed)}
 	}
 	now := p.n.now()
@@ -223,6 +224,9 @@ func (p *provider) validateAssignment(a *pb.Assignment) (*jobspec.Template, erro
 	if !ok {
 		return nil, fmt.Errorf("assignment: template %q unknown on this node", a.TemplateId)
 	}
+	if !p.offers(t.ID) {
+		return nil, fmt.Errorf("assignment: template %q not offered by this node", t.ID)
+	}
 	if len(p.n.cfg.Templates) > 0 && !slices.Contains(p.n.cfg.Templates, t.ID) {
 		return nil, fmt.Errorf("assignment: template %q not allowed on this node", t.ID)
 	}
@@ -231,6 +235,60 @@ func (p *provider) validateAssignment(a *pb.Assignment) (*jobspec.Template, erro
 	}
 	return t, nil
 }
+
+// offers reports whether this node runs template id: allowed by the
+// operator and runnable here (Stable Diffusion needs a Python environment
+// with diffusers).
+func (p *provider) offers(id string) bool {
+	if len(p.n.cfg.Templates) > 0 && !slices.Contains(p.n.cfg.Templates, id) {
+		return false
+	}
+	return !(id == sdTemplate && p.n.sdOff)
+}
+
+// offeredTemplates lists what the capacity ad advertises: nil (any) when
+// the node runs every template it knows.
+func (p *provider) offeredTemplates() []string {
+	if len(p.n.cfg.Templates) == 0 && !p.n.sdOff {
+		return nil
+	}
+	var out []string
+	for _, id := range p.reg.IDs() {
+		if p.offers(id) {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
+// mapModel applies the node's model map to the template's model param.
+func (p *provider) mapModel(t *jobspec.Template, params []byte) []byte {
+	if t.ModelParam == "" || len(p.n.cfg.ModelMap) == 0 {
+		return params
+	}
+	var m map[string]json.RawMessage
+	if json.Unmarshal(params, &m) != nil {
+		return params
+	}
+	var model string
+	if raw, ok := m[t.ModelParam]; !ok || json.Unmarshal(raw, &model) != nil {
+		if d := t.Param(t.ModelParam); d != nil {
+			_ = json.Unmarshal(d.Default, &model)
+		}
+	}
+	to, ok := p.n.cfg.ModelMap[model]
+	if !ok {
+		return params
+	}
+	m[t.ModelParam], _ = json.Marshal(to)
+	out, err := json.Marshal(m)
+	if err != nil {
+		return params
+	}
+	return out
+}
+
+const sdTemplate = "stable-diffusion"
 
 // pickExecutor chooses the first of the template's executor kinds that this
 // node has.
@@ -413,7 +471,7 @@ func (p *provider) execute(t *providerTask, res *pb.TaskResult) ([]byte, error) 
 	}
 	task := &inference.Task{
 		JobID: a.JobId, TaskID: a.TaskId, Index: int(a.Index), Count: int(a.Count), Attempt: int(a.Attempt),
-		Seed: a.Seed, App: app, Params: a.AppParams, Timeout: timeout,
+		Seed: a.Seed, App: app, Params: p.mapModel(tmpl, a.AppParams), Timeout: timeout,
 	}
 	if r := a.Resources; r != nil {
 		task.Resources = inference.Resources{CPUMillis: r.CpuMillis, Memory: r.Memory, GPUs: int(r.Gpus), GPUMemory: r.GpuMemory}

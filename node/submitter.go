@@ -65,7 +65,8 @@ type submitter struct {
 
 	// Owned by the loop goroutine.
 	attempts map[attemptKey]context.CancelFunc
-	inputs   map[string]cid.Cid // task ID → input CID
+	inputs   map[string]cid.Cid  // task ID → input CID
+	dirty    map[string]struct{} // jobs changed since they were last persisted
 
 	mu   sync.Mutex // guards meta and logs (read by HTTP handlers)
 	meta map[string]*jobMeta
@@ -84,6 +85,7 @@ func newSubmitter(n *Node, reg *jobspec.Registry, db *stateDB, cfg scheduler.Con
 		inbox:    make(chan func(time.Time) []scheduler.Action, inboxCapacity),
 		attempts: map[attemptKey]context.CancelFunc{},
 		inputs:   map[string]cid.Cid{},
+		dirty:    map[string]struct{}{},
 		meta:     map[string]*jobMeta{},
 		logs:     map[string]map[string]api.TaskLog{},
 	}
@@ -166,11 +168,13 @@ func (s *submitter) loop(ctx context.Context) {
 			for _, cancel := range s.attempts {
 				cancel()
 			}
+			s.flush()
 			return
 		case f := <-s.inbox:
 			s.apply(ctx, f(s.n.now()))
 		case <-t.C:
 			s.apply(ctx, s.coord.Tick(s.n.now(), s.tableWithSelf()))
+			s.flush()
 		}
 	}
 }
@@ -230,13 +234,19 @@ func (s *submitter) apply(ctx context.Context, acts []scheduler.Action) {
 				})
 			})
 		case scheduler.JobChanged:
-			if a.Event.Type != "progress" {
+			// A snapshot is the whole job, so persisting on every change
+			// would cost O(tasks²) per job: changes are batched per tick,
+			// and job-level changes (status, terminal) are written at once.
+			if a.Event.Type == "job" {
 				s.persist(a.JobID)
+				delete(s.dirty, a.JobID)
+				if j, ok := s.coord.Job(a.JobID); ok && isTerminal(j.Status) {
+					s.forgetAttempts(j)
+				}
+			} else if a.Event.Type != "progress" {
+				s.dirty[a.JobID] = struct{}{}
 			}
 			s.hub.publish(a.JobID, a.Event)
-			if j, ok := s.coord.Job(a.JobID); ok && isTerminal(j.Status) {
-				s.forgetAttempts(j)
-			}
 		}
 	}
 }
@@ -253,6 +263,14 @@ func (s *submitter) forgetAttempts(j api.Job) {
 				delete(s.attempts, k)
 			}
 		}
+	}
+}
+
+// flush persists the jobs changed since the last flush.
+func (s *submitter) flush() {
+	for id := range s.dirty {
+		s.persist(id)
+		delete(s.dirty, id)
 	}
 }
 

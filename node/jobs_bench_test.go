@@ -1,0 +1,135 @@
+package node
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/swarmgen/swarmgen/api"
+	"github.com/swarmgen/swarmgen/inference"
+	"github.com/swarmgen/swarmgen/inference/apps"
+)
+
+func benchDevnet(b *testing.B, nodes int, submitterProvides bool, slots int, opts ...Option) *Devnet {
+	b.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+	d, err := StartDevnet(ctx, DevnetConfig{Nodes: nodes, API: "127.0.0.1:0", DataDir: b.TempDir(), Logger: quietLogger(),
+		AdInterval: 5 * time.Second,
+		Configure: func(i int, c *Config) {
+			c.Listen = []string{"/ip4/127.0.0.1/tcp/0"}
+			c.Slots = slots
+			if i == 0 {
+				c.Provide = submitterProvides
+			}
+		},
+		Options: append([]Option{WithSchedulerConfig(fastScheduler())}, opts...)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { d.Close() })
+	if err := d.WaitConverged(ctx); err != nil {
+		b.Fatal(err)
+	}
+	return d
+}
+
+var (
+	benchTasks   = 200
+	benchJobWait = 40 * time.Second
+)
+
+func benchSubmit(b *testing.B, apiAddr, body string) string {
+	b.Helper()
+	resp, err := http.Post("http://"+apiAddr+"/v1/jobs", "application/json", strings.NewReader(body))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var c api.CreatedJob
+	if err := decodeJSON(resp.Body, &c); err != nil || resp.StatusCode != http.StatusCreated {
+		b.Fatalf("submit: %d %v", resp.StatusCode, err)
+	}
+	return c.ID
+}
+
+// waitDone polls the node (in-process, no HTTP) until the job ends.
+func waitDone(b *testing.B, n *Node, id string, d time.Duration) api.Job {
+	b.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		j, ok, err := n.submitter.job(context.Background(), id)
+		if err != nil || !ok {
+			b.Fatalf("job %s: %v", id, err)
+		}
+		if isTerminal(j.Status) {
+			if j.Status != api.JobCompleted {
+				b.Fatalf("job %s %s: %+v", id, j.Status, j)
+			}
+			return j
+		}
+		if time.Now().After(deadline) {
+			counts := map[string]int{}
+			attempts := 0
+			for _, t := range j.Tasks {
+				counts[t.Status]++
+				attempts += t.Attempts
+			}
+			b.Fatalf("job %s still %s: tasks %v, attempts %d, reasons %v", id, j.Status, counts, attempts, j.Reasons)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// BenchmarkSchedulingThroughput: one submitter (not providing) and P
+// providers in one process, real libp2p streams, results imported,
+// fetched and assembled, the noop app run in-process so that the figure
+// is scheduling and protocol, not process start-up.
+//
+//	go test -run '^$' -bench SchedulingThroughput -benchtime 1x ./node
+func BenchmarkSchedulingThroughput(b *testing.B) {
+	for _, providers := range []int{10, 50} {
+		b.Run(fmt.Sprintf("providers=%d", providers), func(b *testing.B) {
+			d := benchDevnet(b, providers+1, false, 8, WithExecutor(inference.KindProcess, inference.NewInProcess(apps.Funcs())))
+			n := d.Nodes()[0]
+			tasks := benchTasks
+			body := fmt.Sprintf(`{"templateID":"noop","params":{"partitioner":{"num_replicas":%d},"app":{}}}`, tasks)
+			b.ResetTimer()
+			start := time.Now()
+			for i := 0; i < b.N; i++ {
+				waitDone(b, n, benchSubmit(b, n.APIAddr(), body), benchJobWait)
+			}
+			el := time.Since(start)
+			b.ReportMetric(float64(tasks*b.N)/el.Seconds(), "tasks/s")
+		})
+	}
+}
+
+// BenchmarkNoopLatency: submit→completed of a 1-task noop job on a 3-node
+// loopback devnet, p50 and p99 over b.N jobs.
+//
+//	go test -run '^$' -bench NoopLatency -benchtime 200x ./node
+func BenchmarkNoopLatency(b *testing.B) {
+	d := benchDevnet(b, 3, false, 4, WithExecutor(inference.KindProcess, inference.NewInProcess(apps.Funcs())))
+	n := d.Nodes()[0]
+	body := `{"templateID":"noop","params":{"partitioner":{"num_replicas":1},"app":{}}}`
+	waitDone(b, n, benchSubmit(b, n.APIAddr(), body), time.Minute) // warm up streams
+	lat := make([]time.Duration, 0, b.N)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		start := time.Now()
+		waitDone(b, n, benchSubmit(b, n.APIAddr(), body), time.Minute)
+		lat = append(lat, time.Since(start))
+	}
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
+	b.ReportMetric(float64(lat[min(len(lat)-1, len(lat)*99/100)].Microseconds())/1000, "p99-ms")
+}
+
+func decodeJSON(r io.Reader, v any) error { return json.NewDecoder(r).Decode(v) }
