@@ -56,6 +56,19 @@ def pick_device(device="auto", dtype="auto"):
     return dev, dtypes[dtype], dtype
 
 
+def _quiet_progress_bars():
+    """Loading bars would fill every task log; the worker logs one line instead."""
+    try:
+        import diffusers.utils.logging as dlog
+
+        dlog.disable_progress_bar()
+        import transformers.utils.logging as tlog
+
+        tlog.disable_progress_bar()
+    except (ImportError, AttributeError):
+        pass
+
+
 @dataclass
 class Entry:
     pipe: object
@@ -103,6 +116,7 @@ class Engine:
         import diffusers
 
         r = resolve(model)
+        _quiet_progress_bars()
         auto = diffusers.AutoPipelineForText2Image  # lazy import, outside the timed load
         t0 = time.perf_counter()
         kw = dict(dtype=self.dtype, local_files_only=r.local_files_only)

@@ -57,7 +57,10 @@ func findPython() string {
 
 // tinyModel builds the tiny pipeline once, or skips (fails under
 // SWARMGEN_REQUIRE_ALL=1) when Python with diffusers is missing.
-func tinyModel(t *testing.T) (python, model string) {
+func tinyModel(t *testing.T) (python, model string) { return tinyModelB(t) }
+
+// tinyModelB is tinyModel for any testing.TB.
+func tinyModelB(t testing.TB) (python, model string) {
 	t.Helper()
 	tinyOnce.Do(func() {
 		pythonBin = findPython()
@@ -101,6 +104,10 @@ func newPool(t *testing.T, python string, maxIdle time.Duration) *WarmPool {
 }
 
 func sdTask(t *testing.T, root, id string, seed int64, app map[string]any) (*inference.Task, string) {
+	return sdTaskB(t, root, id, seed, app)
+}
+
+func sdTaskB(t testing.TB, root, id string, seed int64, app map[string]any) (*inference.Task, string) {
 	t.Helper()
 	raw, err := json.Marshal(app)
 	if err != nil {
