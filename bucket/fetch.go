@@ -45,6 +45,9 @@ func (s *Store) Fetch(ctx context.Context, root cid.Cid, from peer.ID, maxBytes 
 		return err
 	}
 	defer unlock()
+	// Close must not wait for a slow peer: closing the Store cancels us.
+	ctx, cancel := s.linkCtx(ctx)
+	defer cancel()
 	log := s.log.With("root", root, "from", from)
 	start := time.Now()
 	v := newDAGVerifier(root, maxBytes)

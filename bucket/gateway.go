@@ -103,6 +103,10 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	switch segs[0] {
 	case "ipfs":
+		// Content under /ipfs/ is arbitrary: sandbox it so an HTML file
+		// cannot script the gateway's origin.
+		w.Header().Set("Content-Security-Policy", "sandbox")
+		w.Header().Set("X-Content-Type-Options", "nosniff")
 		g.ipfs.ServeHTTP(w, r)
 	case "buckets":
 		g.serveBucket(w, r, segs[1:], slash)

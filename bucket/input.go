@@ -42,6 +42,8 @@ func (s *Store) FetchURL(ctx context.Context, rawURL string, maxBytes int64, tim
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
+	ctx, cancelLink := s.linkCtx(ctx)
+	defer cancelLink()
 	client := &http.Client{
 		CheckRedirect: func(req *http.Request, via []*http.Request) error {
 			if len(via) >= maxRedirects {

@@ -284,3 +284,10 @@ func pebbleOptions() *pebble.Options {
 	}
 	return o
 }
+
+// linkCtx returns a context cancelled when ctx is or when the Store closes.
+func (s *Store) linkCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(ctx)
+	stop := context.AfterFunc(s.ctx, cancel)
+	return ctx, func() { stop(); cancel() }
+}
