@@ -195,7 +195,7 @@ func (v *dagVerifier) missing() []cid.Cid {
 // receiveCAR reads a CAR stream for root from r into v, handing verified
 // blocks to put in batches. It returns nil at a clean end of stream (v may
 // still miss blocks: the caller decides), or the first error.
-func receiveCAR(r *bufio.Reader, root cid.Cid, v *dagVerifier, put func([]blocks.Block) error, onSection func()) error {
+func receiveCAR(r *bufio.Reader, root cid.Cid, v *dagVerifier, batchLimit int, put func([]blocks.Block) error, onSection func()) error {
 	if err := checkPrefix(root); err != nil {
 		return err
 	}
@@ -230,7 +230,7 @@ func receiveCAR(r *bufio.Reader, root cid.Cid, v *dagVerifier, put func([]blocks
 		}
 		batch = append(batch, blk)
 		batchBytes += len(data)
-		if batchBytes >= fetchPutBatchBytes {
+		if batchBytes >= batchLimit {
 			if err := flush(); err != nil {
 				return err
 			}

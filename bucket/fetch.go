@@ -108,7 +108,7 @@ func (s *Store) fetchCAR(ctx context.Context, root cid.Cid, from peer.ID, v *dag
 		}
 		werr <- err
 	}()
-	err = receiveCAR(r, root, v, func(b []blocks.Block) error {
+	err = receiveCAR(r, root, v, fetchPutBatchBytes, func(b []blocks.Block) error {
 		select {
 		case batches <- append([]blocks.Block(nil), b...):
 			return nil

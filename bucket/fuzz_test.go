@@ -83,7 +83,7 @@ func FuzzCarReader(f *testing.F) {
 		}
 		v := newDAGVerifier(root, 8<<20)
 		var stored []blocks.Block
-		err := receiveCAR(bufio.NewReader(bytes.NewReader(stream)), root, v, func(b []blocks.Block) error {
+		err := receiveCAR(bufio.NewReader(bytes.NewReader(stream)), root, v, 1<<10, func(b []blocks.Block) error {
 			stored = append(stored, b...)
 			return nil
 		}, nil)
