@@ -232,3 +232,44 @@ func TestFetchLarge(t *testing.T) {
 	}
 	sameTree(t, map[string][]byte{"out.bin": data}, readTree(t, dst))
 }
+
+// TestCloseDuringFetch: closing the Store cancels a fetch stuck on a peer
+// that never delivers, instead of waiting for the block timeout.
+func TestCloseDuringFetch(t *testing.T) {
+	h1, h2 := newHost(t), newHost(t)
+	connect(t, h2, h1)
+	prov := newStore(t, h1)
+	cli, err := New(context.Background(), h2, t.TempDir(), WithGCInterval(0), WithBlockTimeout(time.Hour), WithLogger(testLogger(t)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	root, _, err := prov.ImportFiles(ctx, map[string][]byte{"a": pseudoRandom(60, 600<<10)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := prov.bs.DeleteBlock(ctx, leafOf(t, prov, root)); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cli.Fetch(ctx, root, h1.ID(), 64<<20) }()
+	time.Sleep(500 * time.Millisecond) // let it reach the bitswap fallback
+	closed := make(chan error, 1)
+	go func() { closed <- cli.Close() }()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("fetch of an incomplete DAG succeeded")
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("Fetch did not return after Close")
+	}
+	select {
+	case err := <-closed:
+		if err != nil {
+			t.Fatalf("close: %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("Close hung")
+	}
+}
