@@ -33,6 +33,7 @@ type stdio struct {
 	err    io.Writer
 	outTTY bool
 	errTTY bool
+	width  int // terminal columns; 0 = unknown (80 assumed when redrawing)
 }
 
 // cmdEnv is what every command reads: its streams and the logger the

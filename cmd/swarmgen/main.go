@@ -17,6 +17,7 @@ func main() {
 		err:    os.Stderr,
 		outTTY: isTerminal(os.Stdout),
 		errTTY: isTerminal(os.Stderr),
+		width:  termWidth(os.Stdout),
 	}, true)
 	stop()
 	os.Exit(code)

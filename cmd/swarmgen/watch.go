@@ -188,6 +188,7 @@ type watcher struct {
 	dirty chan struct{}
 	out   io.Writer
 	tty   bool
+	width int // TTY columns: a redrawn line must not wrap, or the cursor math breaks
 	log   *slog.Logger
 }
 
@@ -216,7 +217,7 @@ func (w *watcher) draw(now time.Time) {
 			fmt.Fprintf(&b, "\033[%dA", w.drawn)
 		}
 		for _, v := range w.views {
-			b.WriteString("\r\033[K" + v.line(now, idw, true) + "\n")
+			b.WriteString("\r\033[K" + fit(v.line(now, idw, true), w.width) + "\n")
 		}
 		w.drawn = len(w.views)
 	} else {
@@ -235,7 +236,10 @@ func (w *watcher) draw(now time.Time) {
 // final snapshots and the exit code they add up to (failed beats
 // cancelled beats completed). Progress goes to out.
 func watchJobs(ctx context.Context, e *cmdEnv, cl *api.Client, ids []string, out io.Writer, tty bool) ([]api.Job, int, error) {
-	w := &watcher{dirty: make(chan struct{}, 1), out: out, tty: tty, log: e.log}
+	w := &watcher{dirty: make(chan struct{}, 1), out: out, tty: tty, width: e.io.width, log: e.log}
+	if w.width <= 0 {
+		w.width = 80
+	}
 	now := time.Now()
 	for _, id := range ids {
 		w.views = append(w.views, &jobView{job: api.Job{ID: id}, seen: now})
@@ -413,7 +417,42 @@ func (w *watcher) follow(ctx context.Context, cl *api.Client, v *jobView) error 
 	if pollErr != nil {
 		return pollErr
 	}
-	// The final snapshot has the bucket, errors and finish time.
-	_, err := snapshot(ctx)
-	return err
+	// The final snapshot has the bucket, errors and finish time. A node may
+	// publish the terminal event a moment before its GET shows it: retry
+	// briefly, and never let a lagging snapshot undo the terminal status.
+	w.mu.Lock()
+	status, jobErr := v.job.Status, v.job.Error
+	w.mu.Unlock()
+	for try := 0; ; try++ {
+		j, err := cl.Job(ctx, id)
+		if err != nil {
+			return err
+		}
+		if api.Terminal(j.Status) || try == 10 {
+			w.update(v, func() {
+				if !api.Terminal(j.Status) {
+					j.Status = status
+				}
+				if j.Error == "" {
+					j.Error = jobErr
+				}
+				v.job = j
+			})
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// fit cuts s to fewer than width columns (runes), marking the cut.
+func fit(s string, width int) string {
+	r := []rune(s)
+	if len(r) < width {
+		return s
+	}
+	return string(r[:max(width-2, 0)]) + "…"
 }

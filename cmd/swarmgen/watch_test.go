@@ -32,14 +32,14 @@ func (s *jobScript) events(evs []api.Event) http.HandlerFunc {
 		w.Header().Set("Content-Type", "text/event-stream")
 		fl := w.(http.Flusher)
 		for _, ev := range evs {
-			b, _ := json.Marshal(ev)
-			fmt.Fprintf(w, "event: %s\ndata: %s\n\n", ev.Type, b)
-			fl.Flush()
 			if api.Terminal(ev.Status) && ev.Type == "job" {
 				s.mu.Lock()
 				s.job = s.final
 				s.mu.Unlock()
 			}
+			b, _ := json.Marshal(ev)
+			fmt.Fprintf(w, "event: %s\ndata: %s\n\n", ev.Type, b)
+			fl.Flush()
 		}
 	}
 }
@@ -134,6 +134,13 @@ func TestWatchCancelledAndTTY(t *testing.T) {
 	if !strings.Contains(out.String(), "\r\033[Kj-42") || !strings.Contains(out.String(), "\033[1A") {
 		t.Fatalf("no in-place redraw: %q", out.String())
 	}
+	// Lines never reach the terminal's width (80 when unknown), so they
+	// cannot wrap and break the cursor-up redraw.
+	for _, l := range strings.Split(out.String(), "\r\033[K") {
+		if l, _, _ = strings.Cut(l, "\n"); len([]rune(l)) >= 80 {
+			t.Fatalf("redrawn line of %d columns: %q", len([]rune(l)), l)
+		}
+	}
 }
 
 // A node whose event stream is missing (404) is still followed by polling.
@@ -180,5 +187,19 @@ func TestJobViewApply(t *testing.T) {
 	line := v.line(time.Now(), 1, true)
 	if !strings.Contains(line, "failed") || !strings.Contains(line, " 40%") {
 		t.Fatalf("line %q", line)
+	}
+}
+
+// A snapshot that lags behind the terminal event must not undo it.
+func TestWatchKeepsTerminalStatusFromEvents(t *testing.T) {
+	f := newFakeAPI(t)
+	f.json("GET /v1/jobs/j-9", 200, api.Job{ID: "j-9", Status: api.JobRunning, Tasks: threeTasks(api.TaskRunning)})
+	f.handle("GET /v1/jobs/j-9/events", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		fmt.Fprint(w, "event: job\ndata: {\"type\":\"job\",\"jobId\":\"j-9\",\"status\":\"failed\",\"message\":\"boom\"}\n\n")
+	})
+	r := runCLI(t, "", "--api", f.srv.URL, "job", "watch", "j-9")
+	if r.code != exitJobFailed || !strings.Contains(r.err, "job j-9 failed: boom") {
+		t.Fatalf("exit %d, want %d; out %s err %s", r.code, exitJobFailed, r.out, r.err)
 	}
 }
