@@ -89,6 +89,9 @@ func startNode(t *testing.T, dataDir string, extra ...string) *proc {
 		"--pool", "e2e", "--ad-interval", "1s", "--no-mdns", "--no-nat"}, extra...)
 	p := &proc{api: api, dataDir: dataDir, out: &bytes.Buffer{}, done: make(chan struct{})}
 	p.cmd = exec.Command(swarmgenBinary(t), args...)
+	// These nodes run Go apps only: no Python check at start (the Stable
+	// Diffusion end-to-end test lives in node/ and sets its own).
+	p.cmd.Env = append(os.Environ(), "SWARMGEN_PYTHON=")
 	lb := &lockedBuffer{b: p.out}
 	p.cmd.Stdout, p.cmd.Stderr = lb, lb
 	if err := p.cmd.Start(); err != nil {

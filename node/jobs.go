@@ -121,25 +121,33 @@ func (n *Node) buildExecutors(ctx context.Context, o *options) (map[string]infer
 	} else if n.cfg.Executor == inference.KindDocker {
 		n.log.Warn("executor docker requested but the docker daemon does not answer")
 	}
+	// Stable Diffusion is offered once a check shows that the Python
+	// environment imports torch and diffusers (seconds: it runs in the
+	// background so the node starts at once).
+	n.sdOff.Store(true)
 	if n.cfg.Python != "" {
-		worker := n.sdWorkerPath()
-		if err := pythonHasDiffusers(ctx, n.cfg.Python); err != nil {
-			n.log.Warn("stable diffusion off: the python environment cannot run it", "python", n.cfg.Python, "err", err)
-			n.sdOff = true
-		} else if worker == "" {
+		if worker := n.sdWorkerPath(); worker == "" {
 			n.log.Warn("stable diffusion off: worker.py not found (set SWARMGEN_SDWORKER)")
-			n.sdOff = true
 		} else {
 			n.warm = stablediffusion.NewWarmPool(stablediffusion.WarmConfig{
 				Python: n.cfg.Python, WorkerScript: worker, Logger: n.log,
 				Env: map[string]string{"HF_HOME": filepath.Join(n.cfg.DataDir, "models")},
 			})
 			n.closers = append(n.closers, n.warm.Close)
+			n.goRun("python-check", func(ctx context.Context) {
+				if err := pythonHasDiffusers(ctx, n.cfg.Python); err != nil {
+					if ctx.Err() == nil {
+						n.log.Warn("stable diffusion off: the python environment cannot run it", "python", n.cfg.Python, "err", err)
+					}
+					return
+				}
+				n.sdOff.Store(false)
+				n.log.Info("stable diffusion on", "python", n.cfg.Python, "worker", worker)
+				n.AdChanged()
+			})
 		}
 	}
-	if n.cfg.Python == "" {
-		n.sdOff = true
-	}
+
 	for k, ex := range o.execs {
 		execs[k] = ex
 	}
@@ -317,12 +325,17 @@ func pythonHasDiffusers(ctx context.Context, python string) error {
 	if err, ok := pyChecked[python]; ok {
 		return err
 	}
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
 	out, err := exec.CommandContext(ctx, python, "-c", "import torch, diffusers").CombinedOutput()
 	if err != nil {
 		err = fmt.Errorf("%w: %s", err, strings.TrimSpace(string(tailBytes(out, 300))))
 	}
-	pyChecked[python] = err
+	if ctx.Err() == nil { // a check cut short by shutdown says nothing
+		pyChecked[python] = err
+	}
 	return err
 }

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
@@ -77,7 +78,7 @@ type Node struct {
 	provider    *provider
 	submitter   *submitter
 	warm        *stablediffusion.WarmPool
-	sdOff       bool // no usable Python/diffusers: stable-diffusion not offered
+	sdOff       atomic.Bool // no usable Python/diffusers (yet): stable-diffusion not offered
 	gatewayAddr net.Addr
 
 	apiServer *http.Server

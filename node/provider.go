@@ -243,13 +243,13 @@ func (p *provider) offers(id string) bool {
 	if len(p.n.cfg.Templates) > 0 && !slices.Contains(p.n.cfg.Templates, id) {
 		return false
 	}
-	return !(id == sdTemplate && p.n.sdOff)
+	return !(id == sdTemplate && p.n.sdOff.Load())
 }
 
 // offeredTemplates lists what the capacity ad advertises: nil (any) when
 // the node runs every template it knows.
 func (p *provider) offeredTemplates() []string {
-	if len(p.n.cfg.Templates) == 0 && !p.n.sdOff {
+	if len(p.n.cfg.Templates) == 0 && !p.n.sdOff.Load() {
 		return nil
 	}
 	var out []string
