@@ -17,10 +17,11 @@ import (
 // Exit codes. They are part of the CLI's interface (docs/cli.md).
 const (
 	exitOK           = 0
-	exitError        = 1 // the command failed (network, node error, I/O)
-	exitUsage        = 2 // bad flags, arguments or configuration
-	exitJobFailed    = 3 // a waited-for job ended failed
-	exitJobCancelled = 4 // a waited-for job ended cancelled
+	exitError        = 1   // the command failed (network, node error, I/O)
+	exitUsage        = 2   // bad flags, arguments or configuration
+	exitJobFailed    = 3   // a waited-for job ended failed
+	exitJobCancelled = 4   // a waited-for job ended cancelled
+	exitInterrupted  = 130 // SIGINT/SIGTERM stopped a command that was waiting
 )
 
 // defaultAPI is where a node serves its API unless told otherwise.
@@ -101,6 +102,8 @@ func run(ctx context.Context, args []string, sio stdio, setDefaultLogger bool) i
 		}
 	case strings.HasPrefix(err.Error(), "Required flag"):
 		code = exitUsage // urfave's missing required flag error has no type
+	case ctx.Err() != nil && errors.Is(err, ctx.Err()):
+		code = exitInterrupted
 	}
 	if msg := err.Error(); msg != "" {
 		fmt.Fprintf(sio.err, "swarmgen: %s\n", errorText(err))

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -201,5 +202,16 @@ func TestWatchKeepsTerminalStatusFromEvents(t *testing.T) {
 	r := runCLI(t, "", "--api", f.srv.URL, "job", "watch", "j-9")
 	if r.code != exitJobFailed || !strings.Contains(r.err, "job j-9 failed: boom") {
 		t.Fatalf("exit %d, want %d; out %s err %s", r.code, exitJobFailed, r.out, r.err)
+	}
+}
+
+func TestWatchInterrupted(t *testing.T) {
+	f := newFakeAPI(t)
+	f.json("GET /v1/jobs/j-5", 200, api.Job{ID: "j-5", Status: api.JobRunning, Tasks: threeTasks(api.TaskPending)})
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(300*time.Millisecond, cancel)
+	r := runCLICtx(t, ctx, "", "--api", f.srv.URL, "job", "watch", "j-5")
+	if r.code != exitInterrupted || !strings.Contains(r.err, "the jobs keep running (swarmgen job watch j-5)") {
+		t.Fatalf("exit %d, stderr %q", r.code, r.err)
 	}
 }
