@@ -47,6 +47,13 @@ func (s *Store) Pin(ctx context.Context, root cid.Cid, ttl time.Duration, name s
 
 // pin is Pin for callers that already hold the GC read lock.
 func (s *Store) pin(ctx context.Context, root cid.Cid, ttl time.Duration, name string) error {
+	if err := s.putPin(ctx, root, ttl, name); err != nil {
+		return err
+	}
+	return s.flush(root)
+}
+
+func (s *Store) putPin(ctx context.Context, root cid.Cid, ttl time.Duration, name string) error {
 	s.pinMu.Lock()
 	defer s.pinMu.Unlock()
 	now := s.cfg.now()
@@ -70,15 +77,26 @@ func (s *Store) pin(ctx context.Context, root cid.Cid, ttl time.Duration, name s
 	if err := s.ds.Put(ctx, pinKey(root), b); err != nil {
 		return fmt.Errorf("pin %s: %w", root, err)
 	}
-	return s.flush(root)
+	s.writeGen.Add(1)
+	return nil
 }
 
 // flush makes every write so far durable (the WAL is off, see
-// pebbleOptions).
+// pebbleOptions). A memtable flush is costly, so concurrent callers share
+// one: a caller whose writes an already finished flush covered returns at
+// once (group commit).
 func (s *Store) flush(root cid.Cid) error {
+	gen := s.writeGen.Load()
+	s.flushMu.Lock()
+	defer s.flushMu.Unlock()
+	if s.flushedGen >= gen {
+		return nil
+	}
+	target := s.writeGen.Load()
 	if err := s.ds.DB.Flush(); err != nil {
 		return fmt.Errorf("pin %s: flush: %w", root, err)
 	}
+	s.flushedGen = target
 	return nil
 }
 
@@ -86,8 +104,12 @@ func (s *Store) flush(root cid.Cid) error {
 // another pin reaches them.
 func (s *Store) Unpin(ctx context.Context, root cid.Cid) error {
 	s.pinMu.Lock()
-	defer s.pinMu.Unlock()
-	if err := s.ds.Delete(ctx, pinKey(root)); err != nil {
+	err := s.ds.Delete(ctx, pinKey(root))
+	if err == nil {
+		s.writeGen.Add(1)
+	}
+	s.pinMu.Unlock()
+	if err != nil {
 		return fmt.Errorf("unpin %s: %w", root, err)
 	}
 	return s.flush(root)

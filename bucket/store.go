@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -120,6 +121,11 @@ type Store struct {
 	gcMu sync.RWMutex
 	// pinMu serialises read-modify-write of pin records.
 	pinMu sync.Mutex
+	// writeGen counts pin-record writes; flushMu and flushedGen let
+	// concurrent pins share one memtable flush (see flush).
+	writeGen   atomic.Uint64
+	flushMu    sync.Mutex
+	flushedGen uint64
 
 	serveSem chan struct{}
 	// serveMu guards serveClosed; serveWG counts running stream handlers so
