@@ -8,8 +8,8 @@ import (
 
 // eventHub fans job events out to SSE subscribers. A subscriber that falls
 // behind loses events (its channel is full) rather than slowing the
-// scheduler; the stream's first event is always a full job snapshot, and
-// clients re-read the job when they see a gap in Seq. Safe for concurrent
+// scheduler; the stream's first event carries the job's status, and clients
+// re-read the job (GET /v1/jobs/{id}) when they see a gap in Seq. Safe for concurrent
 // use.
 type eventHub struct {
 	mu   sync.Mutex

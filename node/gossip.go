@@ -95,7 +95,7 @@ func scoreThresholds() *pubsub.PeerScoreThresholds {
 // which forward invalid ads (P4) are cut off fast and for long, that peers
 // which deliver new ads first (P2) and stay in the mesh (P1) are kept, and
 // that many identities from one IP (P6) gain nothing, except on loopback
-// and private ranges where devnets and LAN pools live.
+// where devnets live (LAN pools behind one NAT address are a known cost).
 func scoreParams(topic string, adInterval time.Duration) *pubsub.PeerScoreParams {
 	decay := func(d time.Duration) float64 { return pubsub.ScoreParameterDecay(d) }
 	_, loop4, _ := net.ParseCIDR("127.0.0.0/8")

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -129,8 +130,12 @@ func (n *Node) buildExecutors(ctx context.Context, o *options) (map[string]infer
 		if worker := n.sdWorkerPath(); worker == "" {
 			n.log.Warn("stable diffusion off: worker.py not found (set SWARMGEN_SDWORKER)")
 		} else {
+			var gpus []string // one warm worker per GPU; none = CPU
+			for i := range n.probe.GPUs {
+				gpus = append(gpus, strconv.Itoa(i))
+			}
 			n.warm = stablediffusion.NewWarmPool(stablediffusion.WarmConfig{
-				Python: n.cfg.Python, WorkerScript: worker, Logger: n.log,
+				Python: n.cfg.Python, WorkerScript: worker, Logger: n.log, GPUs: gpus,
 				Env: map[string]string{"HF_HOME": filepath.Join(n.cfg.DataDir, "models")},
 			})
 			n.closers = append(n.closers, n.warm.Close)
@@ -224,7 +229,12 @@ func (n *Node) GatewayURL() string {
 	if n.gatewayAddr == nil {
 		return ""
 	}
-	return "http://" + n.gatewayAddr.String()
+	addr := n.gatewayAddr.(*net.TCPAddr)
+	host := addr.IP.String()
+	if addr.IP.IsUnspecified() { // listening on all interfaces: loopback works from here
+		host = "127.0.0.1"
+	}
+	return "http://" + net.JoinHostPort(host, strconv.Itoa(addr.Port))
 }
 
 func (n *Node) bucketURL(jobID string) string {

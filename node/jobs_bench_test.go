@@ -41,8 +41,8 @@ func benchDevnet(b *testing.B, nodes int, submitterProvides bool, slots int, opt
 }
 
 var (
-	benchTasks   = 200
-	benchJobWait = 40 * time.Second
+	benchTasks   = 1000
+	benchJobWait = 5 * time.Minute
 )
 
 func benchSubmit(b *testing.B, apiAddr, body string) string {

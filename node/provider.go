@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ipfs/go-cid"
@@ -50,6 +51,7 @@ type providerTask struct {
 	ctx     context.Context
 	cancel  context.CancelFunc
 	updates chan *pb.TaskUpdate // to the submitter, closed after the final one
+	queued  time.Time
 }
 
 type provider struct {
@@ -182,15 +184,31 @@ func (p *provider) bid(req *pb.BidRequest) *pb.Bid {
 	return b
 }
 
+// cancel stops the tasks of jobID (taskID "" = all) that from assigned: a
+// running one through its context, a queued one by taking it out of the
+// queue and reporting it cancelled. Only the submitter that assigned a task
+// can cancel it.
 func (p *provider) cancel(from peer.ID, jobID, taskID string) {
 	p.mu.Lock()
-	defer p.mu.Unlock()
+	var dequeued []*providerTask
 	for k, t := range p.tasks {
-		if k.job == jobID && (taskID == "" || k.task == taskID) && t.from == from {
-			t.cancel()
+		if k.job != jobID || (taskID != "" && k.task != taskID) || t.from != from {
+			continue
+		}
+		t.cancel()
+		if p.queue.RemoveAssignment(k.job, k.task, k.attempt) {
+			delete(p.tasks, k)
+			dequeued = append(dequeued, t)
 		}
 	}
-	p.queue.Remove(jobID, taskID)
+	p.mu.Unlock()
+	for _, t := range dequeued {
+		p.report(t, p.newResult(t), nil, inference.ErrCancelled)
+		close(t.updates)
+	}
+	if len(dequeued) > 0 {
+		p.n.AdChanged()
+	}
 }
 
 // validateAssignment checks what the submitter sent before anything runs.
@@ -323,7 +341,7 @@ func (p *provider) assign(from peer.ID, a *pb.Assignment, rw streamLike) {
 	}
 	ctx, cancel := context.WithCancel(p.n.ctx)
 	defer cancel()
-	t := &providerTask{a: a, from: from, ctx: ctx, cancel: cancel, updates: make(chan *pb.TaskUpdate, 16)}
+	t := &providerTask{a: a, from: from, ctx: ctx, cancel: cancel, updates: make(chan *pb.TaskUpdate, 16), queued: p.n.now()}
 	k := taskKey{a.JobId, a.TaskId, a.Attempt}
 	p.mu.Lock()
 	if _, dup := p.tasks[k]; dup {
@@ -409,27 +427,137 @@ func (p *provider) workerLoop(ctx context.Context) {
 		default:
 		}
 		p.n.AdChanged()
-		if t != nil {
+		batch := []*providerTask{t}
+		br, batched := p.batchRunnerFor(a)
+		if t != nil && batched {
+			p.mu.Lock()
+			for _, more := range p.queue.PopJob(a.JobId, a.TemplateId, maxBatch-1) {
+				if mt := p.tasks[taskKey{more.JobId, more.TaskId, more.Attempt}]; mt != nil {
+					batch = append(batch, mt)
+					p.running++
+				}
+			}
+			p.mu.Unlock()
+		}
+		switch {
+		case t == nil:
+		case len(batch) > 1:
+			p.runBatch(br, batch)
+		default:
 			p.runTask(t)
 		}
 		p.mu.Lock()
-		p.running--
-		delete(p.tasks, taskKey{a.JobId, a.TaskId, a.Attempt})
+		for _, bt := range batch {
+			if bt == nil {
+				continue
+			}
+			p.running--
+			delete(p.tasks, taskKey{bt.a.JobId, bt.a.TaskId, bt.a.Attempt})
+		}
 		p.mu.Unlock()
 		p.n.AdChanged()
 	}
 }
 
+// batchRunner is an executor that runs several tasks of one job as one
+// batch (the warm Stable Diffusion pool: replicas of one prompt become one
+// pipeline call).
+type batchRunner interface {
+	RunBatch(ctx context.Context, tasks []*inference.Task, dirs []string, progress func(i int, f float64)) ([]*inference.Result, error)
+}
+
+// maxBatch bounds how many queued replicas of one job run as one batch.
+const maxBatch = 4
+
 // runTask runs one assignment and sends its updates, ending with a signed
 // result. It always closes t.updates.
 func (p *provider) runTask(t *providerTask) {
 	defer close(t.updates)
+	res := p.newResult(t)
+	task, dir, ex, err := p.prepare(t)
+	var out *inference.Result
+	if err == nil {
+		var lastProgress time.Time
+		out, err = ex.Run(t.ctx, task, dir, func(f float64) { p.progress(t, &lastProgress, f) })
+	}
+	logTail, err := p.complete(t, res, dir, out, err)
+	p.report(t, res, logTail, err)
+}
+
+// runBatch runs assignments of one job on a batchRunner as one batch and
+// reports each task on its own. It always closes every t.updates.
+func (p *provider) runBatch(br batchRunner, ts []*providerTask) {
+	ctx, cancel := context.WithCancel(p.n.ctx)
+	defer cancel()
+	var tasks []*inference.Task
+	var dirs []string
+	var ok []*providerTask
+	results := map[*providerTask]*pb.TaskResult{}
+	for _, t := range ts {
+		res := p.newResult(t)
+		results[t] = res
+		task, dir, _, err := p.prepare(t)
+		if err != nil {
+			logTail, err := p.complete(t, res, dir, nil, err)
+			p.report(t, res, logTail, err)
+			close(t.updates)
+			continue
+		}
+		tasks, dirs, ok = append(tasks, task), append(dirs, dir), append(ok, t)
+	}
+	if len(ok) == 0 {
+		return
+	}
+	// The batch stops only when every one of its tasks is cancelled.
+	var cancelled atomic.Int32
+	for _, t := range ok {
+		stop := context.AfterFunc(t.ctx, func() {
+			if int(cancelled.Add(1)) == len(ok) {
+				cancel()
+			}
+		})
+		defer stop()
+	}
+	last := make([]time.Time, len(ok))
+	outs, err := br.RunBatch(ctx, tasks, dirs, func(i int, f float64) {
+		if i >= 0 && i < len(ok) {
+			p.progress(ok[i], &last[i], f)
+		}
+	})
+	for i, t := range ok {
+		var out *inference.Result
+		terr := err
+		if err == nil && i < len(outs) {
+			out = outs[i]
+			if out != nil && out.ExitCode != 0 {
+				terr = fmt.Errorf("%w: exit code %d", inference.ErrExit, out.ExitCode)
+			}
+		}
+		if t.ctx.Err() != nil && terr == nil {
+			terr = inference.ErrCancelled
+		}
+		logTail, terr := p.complete(t, results[t], dirs[i], out, terr)
+		p.report(t, results[t], logTail, terr)
+		close(t.updates)
+	}
+}
+
+func (p *provider) newResult(t *providerTask) *pb.TaskResult {
 	a := t.a
-	log := p.n.log.With("job", a.JobId, "task", a.TaskId, "attempt", a.Attempt)
-	started := p.n.now()
-	res := &pb.TaskResult{JobId: a.JobId, TaskId: a.TaskId, Attempt: a.Attempt, Provider: []byte(p.n.id),
-		Stats: &pb.TaskStats{QueuedMs: started.UnixMilli(), StartedMs: started.UnixMilli()}}
-	logTail, err := p.execute(t, res)
+	return &pb.TaskResult{JobId: a.JobId, TaskId: a.TaskId, Attempt: a.Attempt, Provider: []byte(p.n.id),
+		Stats: &pb.TaskStats{QueuedMs: t.queued.UnixMilli(), StartedMs: p.n.now().UnixMilli()}}
+}
+
+func (p *provider) progress(t *providerTask, last *time.Time, f float64) {
+	if now := time.Now(); now.Sub(*last) >= progressInterval || f >= 1 {
+		*last = now
+		p.send(t, &pb.TaskUpdate{State: pb.TaskState_TASK_STATE_RUNNING, Progress: f})
+	}
+}
+
+// report signs the result and sends the final update.
+func (p *provider) report(t *providerTask, res *pb.TaskResult, logTail []byte, err error) {
+	a := t.a
 	res.Stats.FinishedMs = p.n.now().UnixMilli()
 	state := pb.TaskState_TASK_STATE_SUCCEEDED
 	switch {
@@ -442,10 +570,11 @@ func (p *provider) runTask(t *providerTask) {
 	default:
 		res.Success = true
 	}
-	log.Info("task finished", "state", state, "err", err, "took", p.n.now().Sub(started).Round(time.Millisecond))
+	p.n.log.Info("task finished", "job", a.JobId, "task", a.TaskId, "attempt", a.Attempt, "state", state, "err", err,
+		"took", time.Duration(res.Stats.FinishedMs-res.Stats.StartedMs)*time.Millisecond)
 	signed, serr := protocol.SignResult(p.n.key, res)
 	if serr != nil {
-		log.Error("sign result", "err", serr)
+		p.n.log.Error("sign result", "err", serr)
 		return
 	}
 	u := &pb.TaskUpdate{State: state, Result: signed, Message: string(tailBytes(logTail, maxLogInUpdate))}
@@ -455,13 +584,13 @@ func (p *provider) runTask(t *providerTask) {
 	}
 }
 
-// execute prepares the task dir, fetches input, runs the app and imports
-// output/. It fills res and returns the log tail.
-func (p *provider) execute(t *providerTask, res *pb.TaskResult) ([]byte, error) {
+// prepare validates the assignment, makes the task dir, fetches the input
+// and says the task runs.
+func (p *provider) prepare(t *providerTask) (*inference.Task, string, inference.Executor, error) {
 	a := t.a
 	tmpl, err := p.validateAssignment(a)
 	if err != nil {
-		return nil, err
+		return nil, "", nil, err
 	}
 	ex, app, _ := p.pickExecutor(tmpl)
 	app.Command = p.expandCommand(app.Command)
@@ -477,30 +606,32 @@ func (p *provider) execute(t *providerTask, res *pb.TaskResult) ([]byte, error) 
 		task.Resources = inference.Resources{CPUMillis: r.CpuMillis, Memory: r.Memory, GPUs: int(r.Gpus), GPUMemory: r.GpuMemory}
 	}
 	if err := os.MkdirAll(p.taskRoot, 0o755); err != nil {
-		return nil, fmt.Errorf("task root: %w", err)
+		return nil, "", nil, fmt.Errorf("task root: %w", err)
 	}
 	dir, err := inference.PrepareTaskDir(p.taskRoot, task)
 	if err != nil {
-		return nil, err
+		return nil, "", nil, err
 	}
+	if len(a.InputCid) > 0 {
+		if err := p.n.results.fetchInput(t.ctx, a, filepath.Join(dir, "input")); err != nil {
+			return nil, dir, nil, fmt.Errorf("input: %w", err)
+		}
+	}
+	p.send(t, &pb.TaskUpdate{State: pb.TaskState_TASK_STATE_RUNNING})
+	return task, dir, ex, nil
+}
+
+// complete records the run in res, imports output/ on success and removes
+// the task dir. It returns the log tail and the task's error.
+func (p *provider) complete(t *providerTask, res *pb.TaskResult, dir string, out *inference.Result, runErr error) ([]byte, error) {
 	defer func() {
+		if dir == "" {
+			return
+		}
 		if err := inference.CleanupTaskDir(dir); err != nil {
 			p.n.log.Warn("cleanup task dir", "dir", dir, "err", err)
 		}
 	}()
-	if len(a.InputCid) > 0 {
-		if err := p.n.results.fetchInput(t.ctx, a, filepath.Join(dir, "input")); err != nil {
-			return nil, fmt.Errorf("input: %w", err)
-		}
-	}
-	p.send(t, &pb.TaskUpdate{State: pb.TaskState_TASK_STATE_RUNNING})
-	var lastProgress time.Time
-	out, err := ex.Run(t.ctx, task, dir, func(f float64) {
-		if now := time.Now(); now.Sub(lastProgress) >= progressInterval || f >= 1 {
-			lastProgress = now
-			p.send(t, &pb.TaskUpdate{State: pb.TaskState_TASK_STATE_RUNNING, Progress: f})
-		}
-	})
 	var logTail []byte
 	if out != nil {
 		logTail = out.Log
@@ -509,16 +640,30 @@ func (p *provider) execute(t *providerTask, res *pb.TaskResult) ([]byte, error) 
 			res.Stats.StartedMs = out.Started.UnixMilli()
 		}
 	}
-	if err != nil {
-		return logTail, err
+	if runErr != nil {
+		return logTail, runErr
 	}
-	root, size, err := p.n.results.importOutput(t.ctx, filepath.Join(dir, "output"), a)
+	root, size, err := p.n.results.importOutput(t.ctx, filepath.Join(dir, "output"), t.a)
 	if err != nil {
 		return logTail, fmt.Errorf("import output: %w", err)
 	}
 	res.RootCid = root
 	res.Stats.OutputBytes = size
 	return logTail, nil
+}
+
+// batchRunnerFor returns the executor of a's template if it batches.
+func (p *provider) batchRunnerFor(a *pb.Assignment) (batchRunner, bool) {
+	t, ok := p.reg.Get(a.TemplateId)
+	if !ok {
+		return nil, false
+	}
+	ex, _, ok := p.pickExecutor(t)
+	if !ok {
+		return nil, false
+	}
+	br, ok := ex.(batchRunner)
+	return br, ok
 }
 
 // send delivers a non-final update unless the task is gone.

@@ -447,6 +447,11 @@ func (s *submitter) finish(ctx context.Context, a scheduler.Assign, u *pb.TaskUp
 			m.Stats = map[int]*pb.TaskStats{}
 		}
 		m.Stats[int(a.Assignment.Index)] = res.Stats
+		// Kept with the job so a bucket assembled after a restart still
+		// has every task's timings.
+		if err := s.db.putMeta(a.JobID, m); err != nil {
+			s.n.log.Warn("persist task timings", "job", a.JobID, "err", err)
+		}
 	}
 	s.mu.Unlock()
 	if !res.Success {

@@ -98,7 +98,9 @@ func TestDecodeAdRejectsHostile(t *testing.T) {
 		{"bad peer id", mut(func(a *pb.CapacityAd) { a.PeerId = []byte("nope") }), id, ErrAdMalformed},
 		{"empty executor", mut(func(a *pb.CapacityAd) { a.Executors = []string{""} }), id, ErrAdBadValue},
 		{"long executor", mut(func(a *pb.CapacityAd) { a.Executors = []string{strings.Repeat("x", MaxStringField+1)} }), id, ErrAdBadValue},
-		{"too big once signed", mut(func(a *pb.CapacityAd) { a.WarmModels = []string{strings.Repeat("m", 1000), strings.Repeat("n", 1000), strings.Repeat("o", 1000), strings.Repeat("p", 1000)} }), id, ErrAdOversized},
+		{"too big once signed", mut(func(a *pb.CapacityAd) {
+			a.WarmModels = []string{strings.Repeat("m", 1000), strings.Repeat("n", 1000), strings.Repeat("o", 1000), strings.Repeat("p", 1000)}
+		}), id, ErrAdOversized},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

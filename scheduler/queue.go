@@ -89,6 +89,35 @@ func (q *Queue) Pop() (*pb.Assignment, bool) {
 	return a, true
 }
 
+// PopJob removes and returns up to max more queued assignments of jobID
+// with the given template, oldest first (to run them as one batch).
+func (q *Queue) PopJob(jobID, templateID string, max int) []*pb.Assignment {
+	var out []*pb.Assignment
+	kept := q.items[:0]
+	for _, a := range q.items {
+		if len(out) < max && a.JobId == jobID && a.TemplateId == templateID {
+			out = append(out, a)
+			continue
+		}
+		kept = append(kept, a)
+	}
+	clear(q.items[len(kept):])
+	q.items = kept
+	return out
+}
+
+// RemoveAssignment drops one queued attempt and reports whether it was
+// queued.
+func (q *Queue) RemoveAssignment(jobID, taskID string, attempt int32) bool {
+	for i, a := range q.items {
+		if a.JobId == jobID && a.TaskId == taskID && a.Attempt == attempt {
+			q.items = append(q.items[:i], q.items[i+1:]...)
+			return true
+		}
+	}
+	return false
+}
+
 // Remove drops the queued tasks of jobID (taskID "" = all of them) and the
 // job's reservations when taskID is "", returning how many tasks it dropped.
 func (q *Queue) Remove(jobID, taskID string) int {

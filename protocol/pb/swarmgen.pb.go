@@ -1324,7 +1324,7 @@ type TaskResult struct {
 	Attempt       int32                  `protobuf:"varint,3,opt,name=attempt,proto3" json:"attempt,omitempty"`
 	Provider      []byte                 `protobuf:"bytes,4,opt,name=provider,proto3" json:"provider,omitempty"`                             // peer ID
 	RootCid       []byte                 `protobuf:"bytes,5,opt,name=root_cid,json=rootCid,proto3" json:"root_cid,omitempty"`                // UnixFS root of output/
-	OutputSha256  []byte                 `protobuf:"bytes,6,opt,name=output_sha256,json=outputSha256,proto3" json:"output_sha256,omitempty"` // hash over the output tree (see protocol.HashTree)
+	OutputSha256  []byte                 `protobuf:"bytes,6,opt,name=output_sha256,json=outputSha256,proto3" json:"output_sha256,omitempty"` // reserved: the root CID already hashes the output tree
 	Stats         *TaskStats             `protobuf:"bytes,7,opt,name=stats,proto3" json:"stats,omitempty"`
 	Error         string                 `protobuf:"bytes,8,opt,name=error,proto3" json:"error,omitempty"`
 	Success       bool                   `protobuf:"varint,9,opt,name=success,proto3" json:"success,omitempty"`
@@ -1483,7 +1483,7 @@ type TaskUpdate struct {
 	State         TaskState              `protobuf:"varint,1,opt,name=state,proto3,enum=swarmgen.v1.TaskState" json:"state,omitempty"`
 	Progress      float64                `protobuf:"fixed64,2,opt,name=progress,proto3" json:"progress,omitempty"`
 	Message       string                 `protobuf:"bytes,3,opt,name=message,proto3" json:"message,omitempty"` // rejection reason, error, or a log line
-	Result        *SignedResult          `protobuf:"bytes,4,opt,name=result,proto3" json:"result,omitempty"`   // set on SUCCEEDED and FAILED
+	Result        *SignedResult          `protobuf:"bytes,4,opt,name=result,proto3" json:"result,omitempty"`   // set on SUCCEEDED, FAILED and CANCELLED
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
