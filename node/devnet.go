@@ -21,8 +21,9 @@ type DevnetConfig struct {
 	Logger     *slog.Logger
 	// Configure, if set, adjusts each node's config before it starts.
 	Configure func(i int, c *Config)
-	// Options are passed to every node.
+	// Options are passed to every node; PerNode adds options for node i.
 	Options []Option
+	PerNode func(i int) []Option
 }
 
 // Devnet is N real libp2p nodes in one process on loopback, all connected,
@@ -68,7 +69,11 @@ func StartDevnet(ctx context.Context, dc DevnetConfig) (*Devnet, error) {
 		if dc.Configure != nil {
 			dc.Configure(i, &cfg)
 		}
-		n, err := New(ctx, cfg, append([]Option{WithLogger(dc.Logger.With("devnet", i))}, dc.Options...)...)
+		opts := append([]Option{WithLogger(dc.Logger.With("devnet", i))}, dc.Options...)
+		if dc.PerNode != nil {
+			opts = append(opts, dc.PerNode(i)...)
+		}
+		n, err := New(ctx, cfg, opts...)
 		if err != nil {
 			_ = d.Close()
 			return nil, fmt.Errorf("devnet node %d: %w", i, err)

@@ -63,7 +63,7 @@ func (n *Node) startJobs(ctx context.Context, o *options) error {
 		return fmt.Errorf("result store: %w", err)
 	}
 	n.closers = append(n.closers, store.Close)
-	n.results = &results{n: n, store: store, resultTTL: 24 * time.Hour, maxFetch: maxResultBytes}
+	n.results = &results{n: n, store: store, resultTTL: 24 * time.Hour, maxFetch: maxResultBytes, afterImport: o.afterImport}
 
 	execs, err := n.buildExecutors(ctx, o)
 	if err != nil {

@@ -12,7 +12,11 @@ import (
 	"testing"
 	"time"
 
+	blocks "github.com/ipfs/go-block-format"
+	"github.com/ipfs/go-cid"
+
 	"github.com/swarmgen/swarmgen/api"
+	"github.com/swarmgen/swarmgen/bucket"
 	"github.com/swarmgen/swarmgen/inference"
 	"github.com/swarmgen/swarmgen/inference/apps"
 	"github.com/swarmgen/swarmgen/scheduler"
@@ -205,4 +209,63 @@ func TestMalformedBodiesGet400WithField(t *testing.T) {
 		t.Fatalf("node stopped serving good jobs: %d %v", code, created)
 	}
 	waitJob(t, apiAddr, created["id"].(string), 30*time.Second, api.JobCompleted)
+}
+
+// A provider that serves tampered blocks is caught when the submitter
+// fetches its result (every block is checked against its CID), its attempt
+// fails, and the task is redone elsewhere: the job completes with no result
+// from the tampering provider.
+func TestTamperedResultRedoneElsewhere(t *testing.T) {
+	tamper := func(ctx context.Context, store *bucket.Store, root cid.Cid) {
+		entries, err := store.ListDir(ctx, root)
+		if err != nil {
+			return
+		}
+		for _, e := range entries {
+			_ = store.Blockstore().DeleteBlock(ctx, e.Cid)
+			blk, _ := blocks.NewBlockWithCid([]byte("tampered bytes"), e.Cid)
+			_ = store.Blockstore().Put(ctx, blk)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var bad string
+	d, err := StartDevnet(ctx, DevnetConfig{Nodes: 3, API: "127.0.0.1:0", DataDir: t.TempDir(), Logger: quietLogger(),
+		Configure: func(i int, c *Config) { c.Provide = i != 0; c.Slots = 1 },
+		Options:   []Option{WithExecutor(inference.KindProcess, inference.NewInProcess(apps.Funcs())), WithSchedulerConfig(fastScheduler())},
+		PerNode: func(i int) []Option {
+			if i == 1 {
+				return []Option{func(o *options) { o.afterImport = tamper }}
+			}
+			return nil
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	if err := d.WaitConverged(ctx); err != nil {
+		t.Fatal(err)
+	}
+	bad = d.Nodes()[1].ID().String()
+	apiAddr := d.Nodes()[0].APIAddr()
+	code, created := postJob(t, apiAddr, []byte(`{"templateID":"fractal","params":{"partitioner":{"num_replicas":4},"app":{"width":64,"height":64}}}`))
+	if code != http.StatusCreated {
+		t.Fatalf("%d %v", code, created)
+	}
+	j := waitJob(t, apiAddr, created["id"].(string), 60*time.Second, api.JobCompleted, api.JobFailed)
+	if j.Status != api.JobCompleted {
+		t.Fatalf("job %s: %s", j.Status, j.Error)
+	}
+	retried := 0
+	for _, task := range j.Tasks {
+		if task.Provider == bad {
+			t.Fatalf("task %d completed with the tampering provider's result", task.Index)
+		}
+		if task.Attempts > 1 {
+			retried++
+		}
+	}
+	if retried == 0 {
+		t.Fatal("no task was placed on the tampering provider: the test proved nothing")
+	}
 }

@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/ipfs/go-cid"
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
@@ -21,6 +22,7 @@ import (
 	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/swarmgen/swarmgen/api"
+	"github.com/swarmgen/swarmgen/bucket"
 	"github.com/swarmgen/swarmgen/inference"
 	"github.com/swarmgen/swarmgen/inference/stablediffusion"
 	"github.com/swarmgen/swarmgen/jobspec"
@@ -35,6 +37,9 @@ type options struct {
 	log   *slog.Logger
 	execs map[string]inference.Executor
 	sched scheduler.Config
+	// afterImport, if set, sees every task output this node imports as a
+	// provider (tests use it to play a provider that serves bad blocks).
+	afterImport func(ctx context.Context, store *bucket.Store, root cid.Cid)
 }
 
 // WithLogger sets the node's logger (default slog.Default()).

@@ -22,6 +22,8 @@ type results struct {
 	store     *bucket.Store
 	resultTTL time.Duration
 	maxFetch  int64
+	// afterImport is a test hook (see options.afterImport).
+	afterImport func(ctx context.Context, store *bucket.Store, root cid.Cid)
 }
 
 // importOutput turns a task's output/ into a pinned UnixFS DAG and returns
@@ -33,6 +35,9 @@ func (r *results) importOutput(ctx context.Context, dir string, a *pb.Assignment
 	}
 	if err := r.store.Pin(ctx, root, r.resultTTL, fmt.Sprintf("result %s/%s#%d", a.JobId, a.TaskId, a.Attempt)); err != nil {
 		return nil, 0, err
+	}
+	if r.afterImport != nil {
+		r.afterImport(ctx, r.store, root)
 	}
 	return root.Bytes(), size, nil
 }
