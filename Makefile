@@ -31,6 +31,8 @@ test: build pyenv test-go fuzz test-python
 test-go: build
 	SWARMGEN_PYTHON=$(abspath $(PYTHON)) SWARMGEN_BINARY=$(abspath $(BIN)) \
 		$(GO) test -race -count=1 -timeout 30m ./...
+	# The 256 MB result transfer at full size (under -race it moves 32 MB).
+	$(GO) test -count=1 -run 'TestFetchLarge' ./bucket
 
 test-python: pyenv
 	$(PYTHON) -m pytest -q inference/stablediffusion/tests

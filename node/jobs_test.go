@@ -3,10 +3,13 @@ package node
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"strings"
 	"testing"
@@ -268,4 +271,61 @@ func TestTamperedResultRedoneElsewhere(t *testing.T) {
 	if retried == 0 {
 		t.Fatal("no task was placed on the tampering provider: the test proved nothing")
 	}
+}
+
+type noopOut struct {
+	Inputs []struct {
+		Path   string `json:"path"`
+		SHA256 string `json:"sha256"`
+	} `json:"inputs"`
+}
+
+// Inputs travel as blocks: inline files and a URL the submitter downloads
+// are imported on the submitter, and with the files partitioner each
+// provider fetches just its task's file and finds it in input/.
+func TestJobInputsReachTasks(t *testing.T) {
+	d := inProcessDevnet(t, 3)
+	apiAddr := d.Nodes()[0].APIAddr()
+	check := func(t *testing.T, body string, want map[string]string) {
+		code, created := postJob(t, apiAddr, []byte(body))
+		if code != http.StatusCreated {
+			t.Fatalf("%d %v", code, created)
+		}
+		j := waitJob(t, apiAddr, created["id"].(string), 60*time.Second, api.JobCompleted, api.JobFailed)
+		if j.Status != api.JobCompleted || len(j.Tasks) != len(want) {
+			t.Fatalf("job %s with %d tasks: %s", j.Status, len(j.Tasks), j.Error)
+		}
+		got := map[string]string{}
+		for _, task := range j.Tasks {
+			var out noopOut
+			if err := json.Unmarshal(get(t, fmt.Sprintf("%stask-%d/result.json", j.Bucket.URL, task.Index)), &out); err != nil {
+				t.Fatal(err)
+			}
+			if len(out.Inputs) != 1 {
+				t.Fatalf("task %d saw %d input files, want 1: %+v", task.Index, len(out.Inputs), out.Inputs)
+			}
+			got[out.Inputs[0].Path] = out.Inputs[0].SHA256
+		}
+		for name, sum := range want {
+			if got[name] != sum {
+				t.Fatalf("input %s: got %q, want %q (all: %v)", name, got[name], sum, got)
+			}
+		}
+	}
+	sum := func(s string) string { h := sha256.Sum256([]byte(s)); return hex.EncodeToString(h[:]) }
+	t.Run("file", func(t *testing.T) {
+		check(t, `{"templateID":"noop","dataSource":{"dataSourceDescriptor":"file","files":[
+			{"name":"a.txt","content":"alpha"},{"name":"b.txt","content":"bravo"},{"name":"c.bin","base64":"AAEC"}]},
+			"params":{"partitioner":{"type":"files"},"app":{}}}`,
+			map[string]string{"a.txt": sum("alpha"), "b.txt": sum("bravo"), "c.bin": sum("\x00\x01\x02")})
+	})
+	t.Run("url", func(t *testing.T) {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			io.WriteString(w, "downloaded by the submitter")
+		}))
+		defer srv.Close()
+		check(t, `{"templateID":"noop","dataSource":{"dataSourceDescriptor":"url","url":"`+srv.URL+`/data.txt"},
+			"params":{"partitioner":{"type":"files"},"app":{}}}`,
+			map[string]string{"data.txt": sum("downloaded by the submitter")})
+	})
 }
