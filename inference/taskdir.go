@@ -70,11 +70,14 @@ func ValidateParams(p json.RawMessage) error {
 	if len(p) > MaxParamsSize {
 		return fmt.Errorf("app params are %d bytes, over %d: %w", len(p), MaxParamsSize, ErrInvalidTask)
 	}
-	trimmed := bytes.TrimSpace(p)
+	// JSON's own whitespace only: bytes.TrimSpace would also drop \f or
+	// U+0085, which a JSON decoder rejects, and the app would get
+	// an unreadable params.json.
+	trimmed := bytes.Trim(p, " \t\r\n")
 	if len(trimmed) == 0 {
 		return nil
 	}
-	if trimmed[0] != '{' || !json.Valid(trimmed) {
+	if trimmed[0] != '{' || !json.Valid(p) {
 		return fmt.Errorf("app params are not a JSON object: %w", ErrInvalidTask)
 	}
 	return nil
