@@ -385,7 +385,10 @@ func (c *Coordinator) OnBids(now time.Time, jobID string, bids map[peer.ID]*pb.B
 func (c *Coordinator) assign(now time.Time, j *job, t *task, p peer.ID) []Action {
 	t.nextAttempt++
 	t.started++
-	spec := t.wantSpec
+	// A copy is speculative only beside a live one: if the straggler died
+	// meanwhile, this is the task's ordinary next attempt.
+	spec := t.wantSpec && len(t.copies) > 0
+	t.wantSpec = t.wantSpec && spec
 	cp := &attemptCopy{attempt: t.nextAttempt, peer: p, assignedAt: now, lastHeard: now, speculative: spec}
 	t.copies = append(t.copies, cp)
 	if spec {
@@ -736,6 +739,7 @@ func (c *Coordinator) afterFailure(now time.Time, t *task, p peer.ID, why string
 	t.status = api.TaskPending
 	t.provider = ""
 	t.progress = 0
+	t.wantSpec = false // nothing left to copy: the retry is an ordinary attempt
 	acts := []Action{c.taskEvent(now, t, p, fmt.Sprintf("attempt failed (%d of %d): %s; retrying elsewhere", t.failures, j.rec.MaxAttempts, why))}
 	return append(acts, c.place(now, j)...)
 }
