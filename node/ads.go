@@ -57,9 +57,8 @@ func (n *Node) nextAd() (*selfAd, error) {
 	if n.self != nil && seq <= n.self.seq {
 		seq = n.self.seq + 1
 	}
-	if total, avail, err := readMeminfo("/proc/meminfo"); err == nil {
+	if _, avail, err := readMeminfo("/proc/meminfo"); err == nil {
 		n.probe.MemoryFree = min(avail, n.probe.MemoryTotal)
-		_ = total
 	}
 	load := n.loadFn()
 	slots := load.Slots
@@ -105,6 +104,14 @@ func (n *Node) nextAd() (*selfAd, error) {
 	}
 	n.self = &selfAd{seq: seq, ad: ad, signed: signed, data: data}
 	return n.self, nil
+}
+
+// freeMemory is the memory free at the last ad (nextAd refreshes it under
+// adMu; the rest of the probe does not change after start).
+func (n *Node) freeMemory() int64 {
+	n.adMu.Lock()
+	defer n.adMu.Unlock()
+	return n.probe.MemoryFree
 }
 
 func (n *Node) defaultSlots() int {

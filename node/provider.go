@@ -106,12 +106,15 @@ func (p *provider) load() api.Load {
 }
 
 func (p *provider) localState() scheduler.LocalState {
+	// Read before p.mu: nextAd holds adMu while it calls load (p.mu), so
+	// taking adMu under p.mu would invert the lock order.
+	freeMem := p.n.freeMemory()
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	ls := scheduler.LocalState{
 		Running:    p.running,
 		Queued:     p.queue.Len() + p.queue.Reserved(),
-		FreeMemory: p.n.probe.MemoryFree,
+		FreeMemory: freeMem,
 		CPUs:       p.n.probe.CPUMillis,
 		GPUs:       len(p.n.probe.GPUs),
 		WarmModels: p.n.warmFn(),
