@@ -328,4 +328,15 @@ func TestJobInputsReachTasks(t *testing.T) {
 			"params":{"partitioner":{"type":"files"},"app":{}}}`,
 			map[string]string{"data.txt": sum("downloaded by the submitter")})
 	})
+	t.Run("ipfs", func(t *testing.T) {
+		// The input DAG lives only on node 1: the submitter fetches it from
+		// a peer of its table, then hands it out like any other input.
+		c, _, err := d.Nodes()[1].results.store.ImportFiles(context.Background(), map[string][]byte{"x.txt": []byte("held by a peer")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		check(t, `{"templateID":"noop","dataSource":{"dataSourceDescriptor":"ipfs","cid":"`+c.String()+`"},
+			"params":{"partitioner":{"type":"files"},"app":{}}}`,
+			map[string]string{"x.txt": sum("held by a peer")})
+	})
 }
