@@ -47,6 +47,7 @@ type taskKey struct {
 // providerTask is an accepted assignment, queued or running.
 type providerTask struct {
 	a       *pb.Assignment
+	tmpl    *jobspec.Template // resolved and checked when the assignment came
 	from    peer.ID
 	ctx     context.Context
 	cancel  context.CancelFunc
@@ -338,13 +339,14 @@ func (p *provider) assign(from peer.ID, a *pb.Assignment, rw streamLike) {
 		reject("node does not provide")
 		return
 	}
-	if _, err := p.validateAssignment(a); err != nil {
+	tmpl, err := p.validateAssignment(a)
+	if err != nil {
 		reject(err.Error())
 		return
 	}
 	ctx, cancel := context.WithCancel(p.n.ctx)
 	defer cancel()
-	t := &providerTask{a: a, from: from, ctx: ctx, cancel: cancel, updates: make(chan *pb.TaskUpdate, 16), queued: p.n.now()}
+	t := &providerTask{a: a, tmpl: tmpl, from: from, ctx: ctx, cancel: cancel, updates: make(chan *pb.TaskUpdate, 16), queued: p.n.now()}
 	k := taskKey{a.JobId, a.TaskId, a.Attempt}
 	p.mu.Lock()
 	if _, dup := p.tasks[k]; dup {
@@ -431,8 +433,12 @@ func (p *provider) workerLoop(ctx context.Context) {
 		}
 		p.n.AdChanged()
 		batch := []*providerTask{t}
-		br, batched := p.batchRunnerFor(a)
-		if t != nil && batched {
+		var br batchRunner
+		batched := false
+		if t != nil {
+			br, batched = p.batchRunnerFor(t.tmpl)
+		}
+		if batched {
 			p.mu.Lock()
 			for _, more := range p.queue.PopJob(a.JobId, a.TemplateId, maxBatch-1) {
 				if mt := p.tasks[taskKey{more.JobId, more.TaskId, more.Attempt}]; mt != nil {
@@ -590,11 +596,7 @@ func (p *provider) report(t *providerTask, res *pb.TaskResult, logTail []byte, e
 // prepare validates the assignment, makes the task dir, fetches the input
 // and says the task runs.
 func (p *provider) prepare(t *providerTask) (*inference.Task, string, inference.Executor, error) {
-	a := t.a
-	tmpl, err := p.validateAssignment(a)
-	if err != nil {
-		return nil, "", nil, err
-	}
+	a, tmpl := t.a, t.tmpl
 	ex, app, _ := p.pickExecutor(tmpl)
 	app.Command = p.expandCommand(app.Command)
 	timeout := time.Duration(a.TimeoutMs) * time.Millisecond
@@ -655,12 +657,8 @@ func (p *provider) complete(t *providerTask, res *pb.TaskResult, dir string, out
 	return logTail, nil
 }
 
-// batchRunnerFor returns the executor of a's template if it batches.
-func (p *provider) batchRunnerFor(a *pb.Assignment) (batchRunner, bool) {
-	t, ok := p.reg.Get(a.TemplateId)
-	if !ok {
-		return nil, false
-	}
+// batchRunnerFor returns the executor of template t if it batches.
+func (p *provider) batchRunnerFor(t *jobspec.Template) (batchRunner, bool) {
 	ex, _, ok := p.pickExecutor(t)
 	if !ok {
 		return nil, false
