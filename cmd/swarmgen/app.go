@@ -230,6 +230,17 @@ func (e *cmdEnv) client(c *cli.Context) (*api.Client, error) {
 	return cl, nil
 }
 
+// jobArg reads the one job ID argument and makes the API client, for the
+// commands that act on one job.
+func (e *cmdEnv) jobArg(c *cli.Context) (string, *api.Client, error) {
+	id, err := oneArg(c, "the job ID")
+	if err != nil {
+		return "", nil, err
+	}
+	cl, err := e.client(c)
+	return id, cl, err
+}
+
 // printJSON writes v as indented JSON.
 func printJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)

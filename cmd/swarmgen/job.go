@@ -149,11 +149,7 @@ func jobStatusCommand(e *cmdEnv) *cli.Command {
 		ArgsUsage: "ID",
 		Flags:     []cli.Flag{apiFlag(), jsonFlag()},
 		Action: func(c *cli.Context) error {
-			id, err := oneArg(c, "the job ID")
-			if err != nil {
-				return err
-			}
-			cl, err := e.client(c)
+			id, cl, err := e.jobArg(c)
 			if err != nil {
 				return err
 			}
@@ -317,11 +313,7 @@ func jobLogsCommand(e *cmdEnv) *cli.Command {
 			&cli.IntFlag{Name: "task", EnvVars: env("task"), Value: -1, Usage: "only the task with this `INDEX`"},
 		},
 		Action: func(c *cli.Context) error {
-			id, err := oneArg(c, "the job ID")
-			if err != nil {
-				return err
-			}
-			cl, err := e.client(c)
+			id, cl, err := e.jobArg(c)
 			if err != nil {
 				return err
 			}
@@ -375,11 +367,7 @@ func jobCancelCommand(e *cmdEnv) *cli.Command {
 		ArgsUsage: "ID",
 		Flags:     []cli.Flag{apiFlag(), jsonFlag()},
 		Action: func(c *cli.Context) error {
-			id, err := oneArg(c, "the job ID")
-			if err != nil {
-				return err
-			}
-			cl, err := e.client(c)
+			id, cl, err := e.jobArg(c)
 			if err != nil {
 				return err
 			}
