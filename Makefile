@@ -38,13 +38,17 @@ test-python: pyenv
 	$(PYTHON) -m pytest -q inference/stablediffusion/tests
 
 # Each fuzz target for FUZZTIME (go test -fuzz takes one target at a time).
+# A target that fails is run again: a crasher it found was written to
+# testdata/fuzz and fails the rerun; a fuzzing worker that hung on a loaded
+# machine does not.
 fuzz:
 	@set -e; for pkg in $$($(GO) list ./...); do \
 		dir=$$($(GO) list -f '{{.Dir}}' $$pkg); \
 		for f in $$(grep -ho '^func Fuzz[A-Za-z0-9_]*' $$dir/*_test.go 2>/dev/null | sed 's/func //'); do \
 			echo "fuzz $$pkg $$f ($(FUZZTIME))"; \
-			$(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg >/dev/null || \
-				{ echo "FAIL fuzz $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg; exit 1; }; \
+			$(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg >/tmp/swarmgen-fuzz.log 2>&1 || { \
+				cat /tmp/swarmgen-fuzz.log; echo "fuzz $$pkg $$f failed; running it again (a crasher it found is now in testdata/fuzz and fails again)"; \
+				$(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || { echo "FAIL fuzz $$pkg $$f"; exit 1; }; }; \
 		done; \
 	done
 
