@@ -50,6 +50,9 @@ func (s *Store) pin(ctx context.Context, root cid.Cid, ttl time.Duration, name s
 	if err := s.putPin(ctx, root, ttl, name); err != nil {
 		return err
 	}
+	if s.cfg.deferSync {
+		return nil // the owner calls Sync when durability matters
+	}
 	return s.flush(root)
 }
 

@@ -62,6 +62,7 @@ type config struct {
 	maxExport     int64
 	maxDirEntries int
 	inMemory      bool
+	deferSync     bool
 }
 
 // Option configures a Store.
@@ -218,6 +219,10 @@ func (s *Store) Close() error {
 		}
 		// Wait for in-flight writers before closing the datastore.
 		s.gcMu.Lock()
+		if s.cfg.deferSync {
+			// No WAL: what was not flushed would be lost.
+			err = errors.Join(err, s.Sync())
+		}
 		err = errors.Join(err, s.ds.Close())
 		s.gcMu.Unlock()
 	})
