@@ -320,6 +320,7 @@ func (c *Coordinator) OnBids(now time.Time, jobID string, bids map[peer.ID]*pb.B
 	type offer struct {
 		p     peer.ID
 		left  int
+		slots int
 		score float64
 	}
 	var offers []*offer
@@ -343,7 +344,7 @@ func (c *Coordinator) OnBids(now time.Time, jobID string, bids map[peer.ID]*pb.B
 				s += 1
 			}
 			s -= float64(max(b.EtaMs, 0)) / 60000
-			offers = append(offers, &offer{p: p, left: int(b.Slots), score: s})
+			offers = append(offers, &offer{p: p, left: int(b.Slots), slots: int(b.Slots), score: s})
 		}
 	}
 	if j.rejections == nil {
@@ -366,6 +367,14 @@ func (c *Coordinator) OnBids(now time.Time, jobID string, bids map[peer.ID]*pb.B
 				next = (next + k + 1) % len(offers)
 				break
 			}
+		}
+	}
+	if j.leases == nil {
+		j.leases = map[peer.ID]int{}
+	}
+	for _, o := range offers {
+		if o.left < o.slots { // the peer holds tasks of the job now
+			j.leases[o.p] = o.slots
 		}
 	}
 	if len(j.needy()) > 0 && assigned == 0 {
@@ -436,6 +445,7 @@ func (c *Coordinator) OnAssignReply(now time.Time, taskID string, attempt int, p
 	t.removeCopy(cp)
 	t.started--
 	t.declined[p]++
+	delete(t.job.leases, p)
 	c.slotDelta(p, 1)
 	var acts []Action
 	if len(t.copies) == 0 && t.fetching == nil && t.done == nil {
@@ -506,21 +516,44 @@ func (c *Coordinator) OnResult(now time.Time, taskID string, attempt int, p peer
 	c.slotDelta(p, 1)
 	ref := &resultRef{Attempt: attempt, Peer: p, Root: slices.Clone(res.RootCid)}
 	if t.done != nil {
-		return nil
+		return c.refill(now, t.job, p)
 	}
 	if t.fetching != nil {
 		if t.backup == nil {
 			t.backup = ref
 		}
-		return nil
+		return c.refill(now, t.job, p)
 	}
 	t.fetching, t.provider, t.progress = ref, p, 1
 	t.status = api.TaskRunning
 	t.wantSpec = false
-	return []Action{
+	acts := []Action{
 		FetchResult{JobID: t.job.rec.ID, TaskID: t.id, Attempt: attempt, Peer: p, Root: ref.Root},
 		c.taskEvent(now, t, p, fmt.Sprintf("result of attempt %d received; fetching", attempt)),
 	}
+	return append(acts, c.refill(now, t.job, p)...)
+}
+
+// refill hands p, whose lease on j has room, the next tasks that need a
+// peer, without a bid round: this keeps a provider's queue full while the
+// results of its earlier tasks travel back.
+func (c *Coordinator) refill(now time.Time, j *job, p peer.ID) []Action {
+	lease := j.leases[p]
+	if lease <= 0 || j.terminal() || j.assembling {
+		return nil
+	}
+	room := lease - j.liveOn(p)
+	var acts []Action
+	for _, t := range j.tasks {
+		if room <= 0 {
+			break
+		}
+		if t.needsPlacement() && !t.blocked(p) {
+			acts = append(acts, c.assign(now, j, t, p)...)
+			room--
+		}
+	}
+	return acts
 }
 
 // OnFetched reports the outcome of a FetchResult. Success completes the
@@ -712,6 +745,7 @@ func (c *Coordinator) find(taskID string, attempt int, p peer.ID) (*task, *attem
 
 // attemptFailed ends one copy as a failure.
 func (c *Coordinator) attemptFailed(now time.Time, t *task, cp *attemptCopy, why string) []Action {
+	delete(t.job.leases, cp.peer)
 	t.removeCopy(cp)
 	c.slotDelta(cp.peer, 1)
 	t.excluded[cp.peer] = true

@@ -425,3 +425,44 @@ func TestPriorityPlacesFirst(t *testing.T) {
 		t.Fatalf("jobs = %+v", js)
 	}
 }
+
+// TestLeaseRefillsWithoutBidRound: a bid is a standing offer; when one of
+// the peer's tasks returns a result, the next task goes to it at once. A
+// decline ends the lease.
+func TestLeaseRefillsWithoutBidRound(t *testing.T) {
+	c := newCoord(nil)
+	c.Tick(t0, []Entry{entry(t, 0)})
+	a := split(must(c.Submit(t0, noopJob(t, "j", 6, ""))))
+	a = split(c.OnBids(t0, "j", acceptAll(a.bids[0], 2)))
+	if len(a.assigns) != 2 {
+		t.Fatalf("assigned %d, want the 2 offered slots", len(a.assigns))
+	}
+	first, second := a.assigns[0], a.assigns[1]
+	for _, as := range a.assigns {
+		c.OnAssignReply(t0, as.TaskID, as.Attempt, as.Peer, true, "")
+	}
+	r := split(c.OnResult(t0, first.TaskID, first.Attempt, first.Peer, success(first)))
+	if len(r.fetches) != 1 || len(r.assigns) != 1 || len(r.bids) != 0 {
+		t.Fatalf("after a result: %d fetches, %d assigns, %d bid rounds; want 1, 1, 0", len(r.fetches), len(r.assigns), len(r.bids))
+	}
+	if r.assigns[0].Peer != first.Peer || r.assigns[0].TaskID == first.TaskID || r.assigns[0].TaskID == second.TaskID {
+		t.Fatalf("refill = %+v", r.assigns[0])
+	}
+	// The refill is declined: the lease ends, the next result refills nothing.
+	third := r.assigns[0]
+	c.OnAssignReply(t0, third.TaskID, third.Attempt, third.Peer, false, "queue full")
+	r = split(c.OnResult(t0, second.TaskID, second.Attempt, second.Peer, success(second)))
+	if len(r.assigns) != 0 {
+		t.Fatalf("refilled after a decline: %+v", r.assigns)
+	}
+	// A failure ends a lease too.
+	c2 := newCoord(nil)
+	c2.Tick(t0, []Entry{entry(t, 0)})
+	a = split(must(c2.Submit(t0, noopJob(t, "k", 4, ""))))
+	a = split(c2.OnBids(t0, "k", acceptAll(a.bids[0], 2)))
+	x, y := a.assigns[0], a.assigns[1]
+	c2.OnAttemptFailed(t0, x.TaskID, x.Attempt, x.Peer, "boom")
+	if r := split(c2.OnResult(t0, y.TaskID, y.Attempt, y.Peer, success(y))); len(r.assigns) != 0 {
+		t.Fatalf("refilled after a failure: %+v", r.assigns)
+	}
+}

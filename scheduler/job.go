@@ -207,6 +207,11 @@ type job struct {
 	seed       uint64
 	rejections map[Reason]int // of the last placement round
 	added      uint64
+	// leases: how many of this job's tasks each peer that bid holds at
+	// once. A bid is a standing offer: when a task on the peer ends, the
+	// next one goes there without another bid round. A decline or a
+	// failure on the peer ends its lease; a new round renews them.
+	leases map[peer.ID]int
 }
 
 func (j *job) terminal() bool {
@@ -215,6 +220,19 @@ func (j *job) terminal() bool {
 		return true
 	}
 	return false
+}
+
+// liveOn counts the job's live attempts on p.
+func (j *job) liveOn(p peer.ID) int {
+	n := 0
+	for _, t := range j.tasks {
+		for _, cp := range t.copies {
+			if cp.peer == p {
+				n++
+			}
+		}
+	}
+	return n
 }
 
 func (j *job) needy() []*task {
