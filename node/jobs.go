@@ -29,6 +29,10 @@ const (
 	maxInputBytes  = 256 << 20
 	inputTimeout   = 2 * time.Minute
 	maxResultBytes = 4 << 30
+	// fetchStreams bounds the result/input fetch streams a node serves at
+	// once. A provider with many slots answers a burst of small fetches as
+	// results come in; beyond the bound a fetch falls back to bitswap.
+	fetchStreams = 64
 )
 
 // WithExecutor makes the node run kind's tasks with ex (e.g. an in-process
@@ -58,7 +62,7 @@ func (n *Node) startJobs(ctx context.Context, o *options) error {
 		}
 	}
 	n.registry = reg
-	store, err := bucket.New(ctx, n.host, n.cfg.DataDir, bucket.WithLogger(n.log))
+	store, err := bucket.New(ctx, n.host, n.cfg.DataDir, bucket.WithLogger(n.log), bucket.WithDeferredSync(), bucket.WithFetchStreams(fetchStreams))
 	if err != nil {
 		return fmt.Errorf("result store: %w", err)
 	}

@@ -37,6 +37,10 @@ func (db *stateDB) putMeta(id string, m *jobMeta) error {
 	if err != nil {
 		return err
 	}
+	return db.putMetaBytes(id, b)
+}
+
+func (db *stateDB) putMetaBytes(id string, b []byte) error {
 	return db.ds.Put(context.Background(), metaKey(id), b)
 }
 

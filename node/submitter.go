@@ -68,9 +68,10 @@ type submitter struct {
 	inputs   map[string]cid.Cid  // task ID → input CID
 	dirty    map[string]struct{} // jobs changed since they were last persisted
 
-	mu   sync.Mutex // guards meta and logs (read by HTTP handlers)
-	meta map[string]*jobMeta
-	logs map[string]map[string]api.TaskLog
+	mu        sync.Mutex // guards meta, metaDirty and logs (read by HTTP handlers)
+	meta      map[string]*jobMeta
+	metaDirty map[string]struct{} // jobs whose task timings changed since the last flush
+	logs      map[string]map[string]api.TaskLog
 }
 
 func newSubmitter(n *Node, reg *jobspec.Registry, db *stateDB, cfg scheduler.Config) *submitter {
@@ -86,8 +87,9 @@ func newSubmitter(n *Node, reg *jobspec.Registry, db *stateDB, cfg scheduler.Con
 		attempts: map[attemptKey]context.CancelFunc{},
 		inputs:   map[string]cid.Cid{},
 		dirty:    map[string]struct{}{},
-		meta:     map[string]*jobMeta{},
-		logs:     map[string]map[string]api.TaskLog{},
+		meta:      map[string]*jobMeta{},
+		metaDirty: map[string]struct{}{},
+		logs:      map[string]map[string]api.TaskLog{},
 	}
 }
 
@@ -238,8 +240,8 @@ func (s *submitter) apply(ctx context.Context, acts []scheduler.Action) {
 			// would cost O(tasks²) per job: changes are batched per tick,
 			// and job-level changes (status, terminal) are written at once.
 			if a.Event.Type == "job" {
-				s.persist(a.JobID)
-				delete(s.dirty, a.JobID)
+				s.dirty[a.JobID] = struct{}{}
+				s.flush()
 				if j, ok := s.coord.Job(a.JobID); ok && isTerminal(j.Status) {
 					s.forgetAttempts(j)
 				}
@@ -266,8 +268,38 @@ func (s *submitter) forgetAttempts(j api.Job) {
 	}
 }
 
-// flush persists the jobs changed since the last flush.
+// flush persists the jobs changed since the last flush. The blockstore is
+// synced first: results are pinned without waiting for the disk
+// (bucket.WithDeferredSync), so a snapshot that records a task as fetched
+// (or a bucket as assembled) is written only once those blocks are durable.
+// One sync per tick covers every task fetched within it.
 func (s *submitter) flush() {
+	s.mu.Lock()
+	metas := make(map[string][]byte, len(s.metaDirty))
+	for id := range s.metaDirty {
+		if m := s.meta[id]; m != nil {
+			if b, err := json.Marshal(m); err == nil {
+				metas[id] = b
+			} else {
+				s.n.log.Error("encode job metadata", "job", id, "err", err)
+			}
+		}
+		delete(s.metaDirty, id)
+	}
+	s.mu.Unlock()
+	if len(s.dirty) == 0 && len(metas) == 0 {
+		return
+	}
+	if err := s.n.results.store.Sync(); err != nil {
+		// Keep the old snapshots: they do not claim what may be lost.
+		s.n.log.Error("sync blockstore; job state not persisted this tick", "err", err)
+		return
+	}
+	for id, b := range metas {
+		if err := s.db.putMetaBytes(id, b); err != nil {
+			s.n.log.Warn("persist task timings", "job", id, "err", err)
+		}
+	}
 	for id := range s.dirty {
 		s.persist(id)
 		delete(s.dirty, id)
@@ -447,11 +479,9 @@ func (s *submitter) finish(ctx context.Context, a scheduler.Assign, u *pb.TaskUp
 			m.Stats = map[int]*pb.TaskStats{}
 		}
 		m.Stats[int(a.Assignment.Index)] = res.Stats
-		// Kept with the job so a bucket assembled after a restart still
-		// has every task's timings.
-		if err := s.db.putMeta(a.JobID, m); err != nil {
-			s.n.log.Warn("persist task timings", "job", a.JobID, "err", err)
-		}
+		// Kept with the job (written at the next flush) so a bucket
+		// assembled after a restart still has every task's timings.
+		s.metaDirty[a.JobID] = struct{}{}
 	}
 	s.mu.Unlock()
 	if !res.Success {
