@@ -125,11 +125,23 @@ func (n *Node) defaultSlots() int {
 	return s
 }
 
+// Ads after AdChanged: the first change after a quiet spell goes out
+// within adChangeDelay; a busy provider's load changes many times a second,
+// and every ad costs each node of the pool a signature check, so later
+// changes are coalesced to one ad per adChangeEvery. Submitters do not wait
+// for these ads: a coordinator counts its own assignments against a peer's
+// advertised slots, and a bid is answered from the provider's live state.
+const (
+	adChangeDelay = 100 * time.Millisecond
+	adChangeEvery = time.Second
+)
+
 // publishLoop publishes an ad at start, every AdInterval, and soon after
-// AdChanged (at most every 100 ms).
+// AdChanged (see adChangeDelay).
 func (n *Node) publishLoop(ctx context.Context) {
 	t := time.NewTicker(n.cfg.AdInterval)
 	defer t.Stop()
+	var last time.Time
 	for {
 		self, err := n.nextAd()
 		if err != nil {
@@ -137,15 +149,17 @@ func (n *Node) publishLoop(ctx context.Context) {
 		} else if err := n.topic.Publish(ctx, self.data); err != nil && ctx.Err() == nil {
 			n.log.Warn("publish ad", "err", err)
 		}
+		last = time.Now()
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		case <-n.adTrigger:
+			wait := max(adChangeDelay, adChangeEvery-time.Since(last))
 			select {
 			case <-ctx.Done():
 				return
-			case <-time.After(100 * time.Millisecond):
+			case <-time.After(wait):
 			}
 		}
 	}
