@@ -59,9 +59,13 @@ func benchSubmit(b *testing.B, apiAddr, body string) string {
 	return c.ID
 }
 
-// waitDone polls the node (in-process, no HTTP) until the job ends.
+// waitDone waits (in-process, no HTTP) until the job ends: it wakes on the
+// job's events, so the figure is not rounded up to a polling interval, and
+// polls as a fallback for a dropped event.
 func waitDone(b *testing.B, n *Node, id string, d time.Duration) api.Job {
 	b.Helper()
+	events, stop := n.submitter.hub.subscribe(id)
+	defer stop()
 	deadline := time.Now().Add(d)
 	for {
 		j, ok, err := n.submitter.job(context.Background(), id)
@@ -83,7 +87,17 @@ func waitDone(b *testing.B, n *Node, id string, d time.Duration) api.Job {
 			}
 			b.Fatalf("job %s still %s: tasks %v, attempts %d, reasons %v", id, j.Status, counts, attempts, j.Reasons)
 		}
-		time.Sleep(20 * time.Millisecond)
+	wait:
+		for {
+			select {
+			case e := <-events:
+				if e.Type != "job" {
+					continue
+				}
+			case <-time.After(100 * time.Millisecond):
+			}
+			break wait
+		}
 	}
 }
 
