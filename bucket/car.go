@@ -1,14 +1,15 @@
 package bucket
 
 import (
-	"bufio"
+	"bytes"
+	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 
 	"github.com/ipfs/boxo/ipld/merkledag"
-	blocks "github.com/ipfs/go-block-format"
 	"github.com/ipfs/go-cid"
 	mh "github.com/multiformats/go-multihash"
 )
@@ -51,62 +52,6 @@ func appendCBORBytesHead(b []byte, n int) []byte {
 	}
 }
 
-// writeCarSection writes one CAR section.
-func writeCarSection(w *bufio.Writer, c cid.Cid, data []byte) error {
-	cb := c.Bytes()
-	var hdr [binary.MaxVarintLen64]byte
-	n := binary.PutUvarint(hdr[:], uint64(len(cb)+len(data)))
-	if _, err := w.Write(hdr[:n]); err != nil {
-		return err
-	}
-	if _, err := w.Write(cb); err != nil {
-		return err
-	}
-	_, err := w.Write(data)
-	return err
-}
-
-// readCarHeader reads the header and checks that it is exactly the header
-// for root.
-func readCarHeader(r *bufio.Reader, root cid.Cid) error {
-	want := carHeader(root)
-	got := make([]byte, len(want))
-	if _, err := io.ReadFull(r, got); err != nil {
-		return fmt.Errorf("read CAR header: %w", err)
-	}
-	if string(got) != string(want) {
-		return fmt.Errorf("%w: CAR header does not name root %s as its only root", ErrCorruptBlock, root)
-	}
-	return nil
-}
-
-// readCarSection reads the next section. It returns io.EOF at a clean end
-// of stream. The returned data is a fresh slice owned by the caller.
-func readCarSection(r *bufio.Reader) (cid.Cid, []byte, error) {
-	n, err := binary.ReadUvarint(r)
-	if err != nil {
-		if errors.Is(err, io.EOF) {
-			return cid.Undef, nil, io.EOF
-		}
-		return cid.Undef, nil, fmt.Errorf("read CAR section length: %w", err)
-	}
-	if n == 0 {
-		return cid.Undef, nil, fmt.Errorf("%w: empty CAR section", ErrCorruptBlock)
-	}
-	if n > maxCarSection {
-		return cid.Undef, nil, fmt.Errorf("%w: CAR section of %d bytes, limit %d", ErrTooLarge, n, maxCarSection)
-	}
-	buf := make([]byte, n)
-	if _, err := io.ReadFull(r, buf); err != nil {
-		return cid.Undef, nil, fmt.Errorf("read CAR section: %w", err)
-	}
-	cl, c, err := cid.CidFromBytes(buf)
-	if err != nil {
-		return cid.Undef, nil, fmt.Errorf("%w: bad CID in CAR section: %w", ErrCorruptBlock, err)
-	}
-	return c, buf[cl:], nil
-}
-
 // dagVerifier accepts the blocks of one DAG, from any source and in any
 // order in which each block is linked from blocks accepted before it. It
 // checks every block's hash against its CID, refuses blocks the DAG does not
@@ -141,31 +86,34 @@ func checkPrefix(c cid.Cid) error {
 	return nil
 }
 
-// accept verifies one block and records the links it adds to the DAG.
-func (v *dagVerifier) accept(c cid.Cid, data []byte) (blocks.Block, error) {
+// accept verifies one block and records the links it adds to the DAG. It
+// neither copies nor keeps data.
+func (v *dagVerifier) accept(c cid.Cid, data []byte) error {
 	k := c.KeyString()
 	if _, ok := v.needed[k]; !ok {
-		return nil, fmt.Errorf("%w: %s", ErrUnexpectedBlock, c)
+		return fmt.Errorf("%w: %s", ErrUnexpectedBlock, c)
 	}
 	v.total += int64(len(data))
 	if v.total > v.max {
-		return nil, fmt.Errorf("%w: DAG exceeds %d bytes", ErrTooLarge, v.max)
+		return fmt.Errorf("%w: DAG exceeds %d bytes", ErrTooLarge, v.max)
 	}
-	sum, err := c.Prefix().Sum(data)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %s: %w", ErrCorruptBlock, c, err)
+	// Every needed CID passed checkPrefix: its multihash is sha2-256, 32
+	// bytes (code 0x12, length 0x20, digest).
+	h := c.Hash()
+	if len(h) != 34 || h[0] != mh.SHA2_256 || h[1] != 32 {
+		return fmt.Errorf("%w: %s: not a sha2-256 multihash", ErrCorruptBlock, c)
 	}
-	if !sum.Equals(c) {
-		return nil, fmt.Errorf("%w: %s: data hashes to %s", ErrCorruptBlock, c, sum)
+	if sum := sha256.Sum256(data); !bytes.Equal(sum[:], h[2:]) {
+		return fmt.Errorf("%w: %s: data hashes to sha2-256 %x", ErrCorruptBlock, c, sum)
 	}
 	if c.Type() == cid.DagProtobuf {
 		nd, err := merkledag.DecodeProtobuf(data)
 		if err != nil {
-			return nil, fmt.Errorf("%w: %s: undecodable dag-pb: %w", ErrCorruptBlock, c, err)
+			return fmt.Errorf("%w: %s: undecodable dag-pb: %w", ErrCorruptBlock, c, err)
 		}
 		for _, l := range nd.Links() {
 			if err := checkPrefix(l.Cid); err != nil {
-				return nil, fmt.Errorf("%w: %s links to %w", ErrCorruptBlock, c, err)
+				return fmt.Errorf("%w: %s links to %w", ErrCorruptBlock, c, err)
 			}
 			lk := l.Cid.KeyString()
 			if _, ok := v.seen[lk]; ok {
@@ -177,7 +125,7 @@ func (v *dagVerifier) accept(c cid.Cid, data []byte) (blocks.Block, error) {
 	delete(v.needed, k)
 	v.seen[k] = struct{}{}
 	v.blocks++
-	return blocks.NewBlockWithCid(data, c)
+	return nil
 }
 
 // done reports whether every block of the DAG has been accepted.
@@ -192,48 +140,126 @@ func (v *dagVerifier) missing() []cid.Cid {
 	return out
 }
 
-// receiveCAR reads a CAR stream for root from r into v, handing verified
-// blocks to put in batches. It returns nil at a clean end of stream (v may
-// still miss blocks: the caller decides), or the first error.
-func receiveCAR(r *bufio.Reader, root cid.Cid, v *dagVerifier, batchLimit int, put func([]blocks.Block) error, onSection func()) error {
+// carRegion is a run of whole CAR sections exactly as received, every block
+// in it verified: it is appended to a pack as is, in one write.
+type carRegion struct {
+	buf     []byte      // the sections
+	entries []packEntry // per block: multihash, data offset in buf, length, CRC
+	slab    []byte      // the buffer buf lives in, handed back once written
+}
+
+// receiveCAR reads a CAR stream for root from r into v. Bytes land once, in
+// slabs from getSlab (each longer than a section can be); sections are
+// parsed and verified in place and handed to emit as regions, which then own
+// their slab. Only verified blocks are emitted, and every verified block is
+// (also before a transport error, so that a fallback need not fetch it
+// again); nothing after a block that fails verification is. It returns nil
+// at a clean end of stream (v may still miss blocks: the caller decides), or
+// the first error. beforeRead (may be nil) runs before each read.
+func receiveCAR(r io.Reader, root cid.Cid, v *dagVerifier, getSlab func() ([]byte, error), emit func(carRegion) error, beforeRead func()) error {
 	if err := checkPrefix(root); err != nil {
 		return err
 	}
-	if err := readCarHeader(r, root); err != nil {
+	slab, err := getSlab()
+	if err != nil {
 		return err
 	}
-	var batch []blocks.Block
-	var batchBytes int
+	if len(slab) < maxCarSection+binary.MaxVarintLen64 {
+		return fmt.Errorf("CAR receive buffer of %d bytes is smaller than a section", len(slab))
+	}
+	// slab[start:pos] holds verified sections not yet emitted, slab[pos:end]
+	// bytes not yet parsed.
+	var start, pos, end int
+	var entries []packEntry
+	var eof bool
 	flush := func() error {
-		if len(batch) == 0 {
+		if pos == start {
 			return nil
 		}
-		err := put(batch)
-		batch, batchBytes = batch[:0], 0
+		reg := carRegion{buf: slab[start:pos], entries: entries, slab: slab}
+		entries = nil
+		return emit(reg)
+	}
+	fill := func() error {
+		if beforeRead != nil {
+			beforeRead()
+		}
+		n, err := r.Read(slab[end:])
+		end += n
+		if errors.Is(err, io.EOF) {
+			eof = true
+			return nil
+		}
 		return err
 	}
+	header := carHeader(root)
+	for end < len(header) && !eof {
+		if err := fill(); err != nil {
+			return fmt.Errorf("read CAR header: %w", err)
+		}
+	}
+	if end < len(header) {
+		return fmt.Errorf("read CAR header: %w", io.ErrUnexpectedEOF)
+	}
+	if !bytes.Equal(slab[:len(header)], header) {
+		return fmt.Errorf("%w: CAR header does not name root %s as its only root", ErrCorruptBlock, root)
+	}
+	start, pos = len(header), len(header)
 	for {
-		if onSection != nil {
-			onSection()
+		n, hl := binary.Uvarint(slab[pos:end])
+		if hl < 0 {
+			return errors.Join(fmt.Errorf("read CAR section length: varint overflows 64 bits"), flush())
 		}
-		c, data, err := readCarSection(r)
-		if errors.Is(err, io.EOF) {
-			return flush()
+		need := binary.MaxVarintLen64 // length still incomplete: at most this much
+		if hl > 0 {
+			if n == 0 {
+				return fmt.Errorf("%w: empty CAR section", ErrCorruptBlock)
+			}
+			if n > maxCarSection {
+				return fmt.Errorf("%w: CAR section of %d bytes, limit %d", ErrTooLarge, n, maxCarSection)
+			}
+			need = hl + int(n)
+			if pos+need <= end {
+				sec := slab[pos+hl : pos+need]
+				cl, c, err := cid.CidFromBytes(sec)
+				if err != nil {
+					return fmt.Errorf("%w: bad CID in CAR section: %w", ErrCorruptBlock, err)
+				}
+				data := sec[cl:]
+				if err := v.accept(c, data); err != nil {
+					return err // nothing more from a stream that lied
+				}
+				entries = append(entries, packEntry{hash: c.Hash(), loc: packLoc{
+					off: int64(pos + hl + cl - start), n: uint32(len(data)), crc: crc32.Checksum(data, castagnoli),
+				}})
+				pos += need
+				continue
+			}
 		}
-		if err != nil {
-			return errors.Join(err, flush())
+		// The next section is incomplete.
+		if eof {
+			if pos == end {
+				return flush()
+			}
+			return errors.Join(fmt.Errorf("read CAR section: %w", io.ErrUnexpectedEOF), flush())
 		}
-		blk, err := v.accept(c, data)
-		if err != nil {
-			// Do not store anything from a stream that lied.
-			return err
-		}
-		batch = append(batch, blk)
-		batchBytes += len(data)
-		if batchBytes >= batchLimit {
+		if pos+need > len(slab) {
+			// No room for it here: emit what is verified and carry the
+			// partial section over to the front of a fresh slab.
+			next := slab
+			if pos > start {
+				if next, err = getSlab(); err != nil {
+					return err
+				}
+			}
+			copy(next, slab[pos:end])
 			if err := flush(); err != nil {
 				return err
 			}
+			slab, end, start, pos = next, end-pos, 0, 0
+		}
+		if err := fill(); err != nil {
+			return errors.Join(fmt.Errorf("read CAR stream: %w", err), flush())
 		}
 	}
 }

@@ -5,11 +5,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ipfs/boxo/blockservice"
 	"github.com/ipfs/boxo/ipld/merkledag"
-	blocks "github.com/ipfs/go-block-format"
 	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -92,39 +93,88 @@ func (s *Store) fetchCAR(ctx context.Context, root cid.Cid, from peer.ID, v *dag
 		st.Reset()
 		return fmt.Errorf("close fetch request: %w", err)
 	}
-	r := bufio.NewReaderSize(st, fetchReadBufferSize)
 	idle := s.cfg.streamIdle
-	// Storing overlaps receiving: verified batches go to a writer goroutine
-	// (owned here, joined before return) so the stream keeps flowing while
-	// pebble copies the previous batch.
-	batches := make(chan []blocks.Block, 2)
-	werr := make(chan error, 1)
+	// Storing overlaps receiving: verified regions go to a writer goroutine
+	// (owned here, joined before return) that appends them to a pack while
+	// the next slab fills. fetchSlabs slabs in all: the receiver waits for
+	// the writer to hand one back, which bounds memory and dirty data.
+	regions := make(chan carRegion, fetchSlabs)
+	free := make(chan []byte, fetchSlabs)
+	var werr atomic.Pointer[error]
+	done := make(chan struct{})
 	go func() {
-		var err error
-		for b := range batches {
-			if err == nil {
-				err = s.bs.PutMany(ctx, b)
+		defer close(done)
+		for reg := range regions {
+			if werr.Load() == nil {
+				if err := s.packs.appendSections(reg.buf, reg.entries); err != nil {
+					werr.Store(&err)
+				}
 			}
+			free <- reg.slab
 		}
-		werr <- err
 	}()
-	err = receiveCAR(r, root, v, fetchPutBatchBytes, func(b []blocks.Block) error {
+	allocated := 0
+	getSlab := func() ([]byte, error) {
 		select {
-		case batches <- append([]blocks.Block(nil), b...):
+		case b := <-free:
+			return b, nil
+		default:
+		}
+		if allocated < fetchSlabs {
+			allocated++
+			return getFetchSlab(), nil
+		}
+		select {
+		case b := <-free:
+			return b, nil
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	emit := func(reg carRegion) error {
+		if p := werr.Load(); p != nil {
+			return fmt.Errorf("store fetched blocks: %w", *p)
+		}
+		select {
+		case regions <- reg:
 			return nil
 		case <-ctx.Done():
 			return ctx.Err()
 		}
-	}, func() { _ = st.SetReadDeadline(time.Now().Add(idle)) })
-	close(batches)
-	if perr := <-werr; perr != nil && err == nil {
-		err = fmt.Errorf("store fetched blocks: %w", perr)
+	}
+	err = receiveCAR(st, root, v, getSlab, emit, func() { _ = st.SetReadDeadline(time.Now().Add(idle)) })
+	close(regions)
+	<-done
+	close(free)
+	for b := range free {
+		putFetchSlab(b)
+	}
+	if p := werr.Load(); p != nil && err == nil {
+		err = fmt.Errorf("store fetched blocks: %w", *p)
 	}
 	if err != nil {
 		st.Reset()
 	}
 	return err
 }
+
+// Fetch receive buffers: a slab must hold the largest section; 4 MiB keeps
+// pack appends large. Slabs are reused across fetches.
+const (
+	fetchSlabSize = 4 << 20
+	fetchSlabs    = 4
+)
+
+var fetchSlabPool sync.Pool
+
+func getFetchSlab() []byte {
+	if b, ok := fetchSlabPool.Get().(*[]byte); ok {
+		return *b
+	}
+	return make([]byte, fetchSlabSize)
+}
+
+func putFetchSlab(b []byte) { fetchSlabPool.Put(&b) }
 
 // fetchBitswap fetches what v still needs over a bitswap session, level by
 // level, verifying each block with v as well (bitswap already rejects data
@@ -150,7 +200,7 @@ func (s *Store) fetchBitswap(ctx context.Context, from peer.ID, v *dagVerifier) 
 			if verr != nil {
 				continue
 			}
-			if _, err := v.accept(blk.Cid(), blk.RawData()); err != nil {
+			if err := v.accept(blk.Cid(), blk.RawData()); err != nil {
 				verr = err
 				wcancel()
 				continue
@@ -223,12 +273,21 @@ func (s *Store) serveFetch(st network.Stream) error {
 	if ok, err := s.bs.Has(ctx, root); err != nil || !ok {
 		return fmt.Errorf("%w: root %s not held here", ErrMissingBlock, root)
 	}
-	w := bufio.NewWriterSize(st, fetchWriteBufferSize)
-	_ = st.SetWriteDeadline(time.Now().Add(idle))
-	if _, err := w.Write(carHeader(root)); err != nil {
+	// Sections are assembled in out and written in large writes; block
+	// data is read from its pack straight into out.
+	out := make([]byte, 0, fetchWriteBufferSize)
+	send := func() error {
+		if len(out) == 0 {
+			return nil
+		}
+		_ = st.SetWriteDeadline(time.Now().Add(idle))
+		_, err := st.Write(out)
+		out = out[:0]
 		return err
 	}
+	out = append(out, carHeader(root)...)
 	var sent int64
+	var big []byte // for a block larger than out
 	seen := map[string]struct{}{root.KeyString(): {}}
 	stack := []cid.Cid{root}
 	for len(stack) > 0 {
@@ -237,18 +296,44 @@ func (s *Store) serveFetch(st network.Stream) error {
 		}
 		c := stack[len(stack)-1]
 		stack = stack[:len(stack)-1]
-		blk, err := s.bs.Get(ctx, c)
+		n, err := s.bs.GetSize(ctx, c)
 		if err != nil {
 			return fmt.Errorf("%w: %s: %w", ErrMissingBlock, c, err)
 		}
-		data := blk.RawData()
-		sent += int64(len(data))
+		sent += int64(n)
 		if sent > limit {
 			return fmt.Errorf("%w: DAG %s exceeds %d bytes", ErrTooLarge, root, limit)
 		}
-		_ = st.SetWriteDeadline(time.Now().Add(idle))
-		if err := writeCarSection(w, c, data); err != nil {
-			return fmt.Errorf("write block %s: %w", c, err)
+		// The block is read straight into out, after its section header;
+		// one larger than out gets its own buffer and write.
+		if cap(out)-len(out) < n+maxSectionHeader {
+			if err := send(); err != nil {
+				return fmt.Errorf("write fetch stream: %w", err)
+			}
+		}
+		out = sectionHeader(out, c, n)
+		var data []byte
+		if n+maxSectionHeader <= cap(out) {
+			data = out[len(out) : len(out)+n]
+		} else {
+			if cap(big) < n {
+				big = make([]byte, n)
+			}
+			data = big[:n]
+		}
+		if err := s.pbs.readInto(ctx, c, data); err != nil {
+			return fmt.Errorf("%w: %s: %w", ErrMissingBlock, c, err)
+		}
+		if n+maxSectionHeader <= cap(out) {
+			out = out[:len(out)+n]
+		} else {
+			if err := send(); err != nil {
+				return fmt.Errorf("write fetch stream: %w", err)
+			}
+			_ = st.SetWriteDeadline(time.Now().Add(idle))
+			if _, err := st.Write(data); err != nil {
+				return fmt.Errorf("write block %s: %w", c, err)
+			}
 		}
 		if c.Type() != cid.DagProtobuf {
 			continue
@@ -268,5 +353,5 @@ func (s *Store) serveFetch(st network.Stream) error {
 			stack = append(stack, links[i].Cid)
 		}
 	}
-	return w.Flush()
+	return send()
 }

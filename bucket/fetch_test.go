@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	blocks "github.com/ipfs/go-block-format"
 	"github.com/ipfs/go-cid"
 	ds "github.com/ipfs/go-datastore"
 )
@@ -152,10 +153,13 @@ func TestFetchCorruptBlock(t *testing.T) {
 		t.Fatal(err)
 	}
 	leaf := leafOf(t, prov, root)
-	// Tamper with the stored bytes under the leaf's key in the provider's
-	// datastore: the provider now serves data that does not match the CID.
-	bad := pseudoRandom(6, 1000)
-	if err := prov.ds.Put(ctx, blockKey(leaf), bad); err != nil {
+	// Replace the leaf's stored bytes (a block store takes what it is
+	// given): the provider now serves data that does not match the CID.
+	if err := prov.bs.DeleteBlock(ctx, leaf); err != nil {
+		t.Fatal(err)
+	}
+	bad, _ := blocks.NewBlockWithCid(pseudoRandom(6, 1000), leaf)
+	if err := prov.bs.Put(ctx, bad); err != nil {
 		t.Fatal(err)
 	}
 	err = cli.Fetch(ctx, root, prov.host.ID(), 64<<20)

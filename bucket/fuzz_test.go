@@ -1,18 +1,21 @@
 package bucket
 
 import (
-	"bufio"
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
+	"hash/crc32"
+	"io"
 	"strings"
 	"testing"
+	"testing/iotest"
 
 	"github.com/ipfs/boxo/blockservice"
 	"github.com/ipfs/boxo/blockstore"
 	"github.com/ipfs/boxo/ipld/merkledag"
-	blocks "github.com/ipfs/go-block-format"
 	"github.com/ipfs/go-cid"
 	ds "github.com/ipfs/go-datastore"
 	dssync "github.com/ipfs/go-datastore/sync"
@@ -36,7 +39,6 @@ func fuzzDAG(t testing.TB) (cid.Cid, []byte, int) {
 		t.Fatal(err)
 	}
 	var body bytes.Buffer
-	w := bufio.NewWriter(&body)
 	n := 0
 	stack := []cid.Cid{dir.Cid()}
 	for len(stack) > 0 {
@@ -46,7 +48,8 @@ func fuzzDAG(t testing.TB) (cid.Cid, []byte, int) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		writeCarSection(w, c, b.RawData())
+		body.Write(sectionHeader(nil, c, len(b.RawData())))
+		body.Write(b.RawData())
 		n++
 		if c.Type() == cid.DagProtobuf {
 			nd, _ := merkledag.DecodeProtobuf(b.RawData())
@@ -55,7 +58,6 @@ func fuzzDAG(t testing.TB) (cid.Cid, []byte, int) {
 			}
 		}
 	}
-	w.Flush()
 	return dir.Cid(), body.Bytes(), n
 }
 
@@ -71,6 +73,10 @@ func FuzzCarReader(f *testing.F) {
 	bad[len(bad)-5] ^= 0xff
 	f.Add(bad)
 	f.Add([]byte{0, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x01})
+	f.Add(append([]byte{2}, body...))
+	f.Add(append([]byte{4}, body...))
+	// Receive buffers are reused across executions (a slab is > 2 MiB).
+	var slabs [][]byte
 	f.Fuzz(func(t *testing.T, in []byte) {
 		if len(in) == 0 {
 			return
@@ -81,25 +87,63 @@ func FuzzCarReader(f *testing.F) {
 		} else {
 			stream = append(carHeader(root), in[1:]...)
 		}
+		// Bits 1-2 pick how the stream arrives: all at once, one byte per
+		// read, or 7 bytes per read (sections split across reads).
+		var r io.Reader = bytes.NewReader(stream)
+		switch in[0] >> 1 & 3 {
+		case 1:
+			r = iotest.OneByteReader(r)
+		case 2:
+			r = &chunkReader{r: r, n: 7}
+		}
 		v := newDAGVerifier(root, 8<<20)
-		var stored []blocks.Block
-		err := receiveCAR(bufio.NewReader(bytes.NewReader(stream)), root, v, 1<<10, func(b []blocks.Block) error {
-			stored = append(stored, b...)
-			return nil
-		}, nil)
-		for _, b := range stored {
-			sum, herr := b.Cid().Prefix().Sum(b.RawData())
-			if herr != nil || !sum.Equals(b.Cid()) {
-				t.Fatalf("stored a block that does not hash to its CID: %s", b.Cid())
+		getSlab := func() ([]byte, error) {
+			if len(slabs) == 0 {
+				return make([]byte, maxCarSection+binary.MaxVarintLen64), nil
 			}
+			b := slabs[len(slabs)-1]
+			slabs = slabs[:len(slabs)-1]
+			return b, nil
 		}
-		if err == nil && v.done() && len(stored) != nblocks {
-			t.Fatalf("complete with %d blocks, DAG has %d", len(stored), nblocks)
+		stored := 0
+		emit := func(reg carRegion) error {
+			for _, e := range reg.entries {
+				data := reg.buf[e.loc.off : e.loc.off+int64(e.loc.n)]
+				if sum := sha256.Sum256(data); !bytes.Equal(sum[:], e.hash[2:]) || len(e.hash) != 34 {
+					t.Fatalf("emitted a block that does not hash to its CID: %s", e.hash.B58String())
+				}
+				if crc32.Checksum(data, castagnoli) != e.loc.crc {
+					t.Fatalf("emitted block %s with a wrong CRC", e.hash.B58String())
+				}
+				stored++
+			}
+			slabs = append(slabs, reg.slab)
+			return nil
 		}
-		if err != nil && errors.Is(err, ErrCorruptBlock) && strings.TrimSpace(err.Error()) == "" {
+		err := receiveCAR(r, root, v, getSlab, emit, nil)
+		if err == nil && v.done() && stored != nblocks {
+			t.Fatalf("complete with %d blocks, DAG has %d", stored, nblocks)
+		}
+		// Unless the peer is refused (no fallback), every verified block is
+		// handed on: the bitswap fallback will not ask for it again.
+		refused := errors.Is(err, ErrCorruptBlock) || errors.Is(err, ErrTooLarge) || errors.Is(err, ErrUnsupported)
+		if !refused && stored != v.blocks {
+			t.Fatalf("verified %d blocks, emitted %d (err %v)", v.blocks, stored, err)
+		}
+		if err != nil && strings.TrimSpace(err.Error()) == "" {
 			t.Fatal("empty error text")
 		}
 	})
+}
+
+// chunkReader returns at most n bytes per Read.
+type chunkReader struct {
+	r io.Reader
+	n int
+}
+
+func (c *chunkReader) Read(p []byte) (int, error) {
+	return c.r.Read(p[:min(len(p), c.n)])
 }
 
 // FuzzBucketPath checks the gateway's path splitting: accepted segments are

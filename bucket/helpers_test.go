@@ -46,8 +46,14 @@ func testLogger(t testing.TB) *slog.Logger {
 // newStore opens a Store on h (may be nil) in a temp dir.
 func newStore(t testing.TB, h host.Host, opts ...Option) *Store {
 	t.Helper()
+	return newStoreIn(t, h, t.TempDir(), opts...)
+}
+
+// newStoreIn opens a Store on h (may be nil) in dir, closed at cleanup.
+func newStoreIn(t testing.TB, h host.Host, dir string, opts ...Option) *Store {
+	t.Helper()
 	opts = append([]Option{WithLogger(testLogger(t)), WithGCInterval(0)}, opts...)
-	s, err := New(context.Background(), h, t.TempDir(), opts...)
+	s, err := New(context.Background(), h, dir, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -45,8 +45,18 @@ func (s *Store) Pin(ctx context.Context, root cid.Cid, ttl time.Duration, name s
 	return s.pin(ctx, root, ttl, name)
 }
 
-// pin is Pin for callers that already hold the GC read lock.
+// pin is Pin for callers that already hold the GC read lock. The blocks
+// are synced and indexed before the pin record is written, so that no
+// pebble flush (ours, or one pebble starts by itself) makes a pin durable
+// before the blocks it protects. Under WithDeferredSync that waits for Sync:
+// a crash can then leave a pin whose blocks are partly lost, which every
+// reader reports as missing blocks.
 func (s *Store) pin(ctx context.Context, root cid.Cid, ttl time.Duration, name string) error {
+	if !s.cfg.deferSync {
+		if err := s.syncPacks(); err != nil {
+			return fmt.Errorf("pin %s: %w", root, err)
+		}
+	}
 	if err := s.putPin(ctx, root, ttl, name); err != nil {
 		return err
 	}
@@ -84,11 +94,25 @@ func (s *Store) putPin(ctx context.Context, root cid.Cid, ttl time.Duration, nam
 	return nil
 }
 
-// flush makes every write so far durable (the WAL is off, see
-// pebbleOptions). A memtable flush is costly, so concurrent callers share
-// one: a caller whose writes an already finished flush covered returns at
-// once (group commit).
+// syncPacks makes the blocks written so far durable and moves their index
+// entries into pebble (counted as a write for flush).
+func (s *Store) syncPacks() error {
+	moved, err := s.packs.sync()
+	if moved > 0 {
+		s.writeGen.Add(1)
+	}
+	return err
+}
+
+// flush makes every write so far durable: pack data first, then pebble
+// (the WAL is off, see pebbleOptions), which holds the pins and the pack
+// index. A memtable flush is costly, so concurrent callers share one: a
+// caller whose writes an already finished flush covered returns at once
+// (group commit).
 func (s *Store) flush(root cid.Cid) error {
+	if err := s.syncPacks(); err != nil {
+		return fmt.Errorf("pin %s: %w", root, err)
+	}
 	gen := s.writeGen.Load()
 	s.flushMu.Lock()
 	defer s.flushMu.Unlock()
@@ -151,6 +175,9 @@ type GCStats struct {
 	LivePins      int
 	BlocksKept    int
 	BlocksRemoved int
+	// PackBytesFreed counts pack file bytes removed: packs none of whose
+	// blocks is left.
+	PackBytesFreed int64
 }
 
 // GC removes expired pins, then deletes every block not reachable from a
@@ -207,9 +234,21 @@ func (s *Store) GC(ctx context.Context) (GCStats, error) {
 		}
 		st.BlocksRemoved++
 	}
+	if st.BlocksRemoved > 0 {
+		// Make the index deletions durable before removing packs, so that
+		// no durable index entry points at a removed pack.
+		if err := s.ds.DB.Flush(); err != nil {
+			return st, fmt.Errorf("gc: flush: %w", err)
+		}
+		freed, err := s.packs.reclaim()
+		st.PackBytesFreed = freed
+		if err != nil {
+			return st, fmt.Errorf("gc: %w", err)
+		}
+	}
 	if st.BlocksRemoved > 0 || st.ExpiredPins > 0 {
 		s.log.Info("gc done", "expiredPins", st.ExpiredPins, "livePins", st.LivePins,
-			"blocksKept", st.BlocksKept, "blocksRemoved", st.BlocksRemoved)
+			"blocksKept", st.BlocksKept, "blocksRemoved", st.BlocksRemoved, "packBytesFreed", st.PackBytesFreed)
 	}
 	return st, nil
 }

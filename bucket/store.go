@@ -110,7 +110,9 @@ type Store struct {
 	log   *slog.Logger
 	host  host.Host
 	ds    *pebbleds.Datastore
-	bs    blockstore.Blockstore
+	packs *packStore
+	pbs   *packBlockstore
+	bs    blockstore.Blockstore // pbs
 	bswap *bitswap.Bitswap
 	bsvc  blockservice.BlockService // network-backed (bitswap)
 	local blockservice.BlockService // offline: never leaves this node
@@ -141,7 +143,9 @@ type Store struct {
 	closeOnce sync.Once
 }
 
-// New opens (or creates) the blockstore under dataDir/blocks, starts bitswap
+// New opens (or creates) the blockstore under dataDir (pebble in
+// dataDir/blocks: pins and the block index; block data in dataDir/packs),
+// starts bitswap
 // (client and server) on h, registers the FetchProtocol handler on h and
 // starts the GC loop. h may be nil for a Store without networking (import,
 // export and gateway only). Close releases everything.
@@ -177,9 +181,23 @@ func New(ctx context.Context, h host.Host, dataDir string, opts ...Option) (*Sto
 		return nil, fmt.Errorf("bucket: open blockstore %s: %w", dir, err)
 	}
 	s := &Store{cfg: cfg, log: cfg.logger.With("component", "bucket"), host: h, ds: d}
-	// WriteThrough: skip the Has() before each Put; content addressing makes
-	// a rewrite harmless and the check costs a read per block.
-	s.bs = blockstore.NewBlockstore(d, blockstore.WriteThrough(true))
+	var pd packDir = newMemPackDir()
+	packPath := filepath.Join(dataDir, "packs")
+	if !cfg.inMemory {
+		if pd, err = newOSPackDir(packPath); err != nil {
+			d.Close()
+			return nil, fmt.Errorf("bucket: %w", err)
+		}
+	}
+	s.packs, err = openPackStore(pd, d.DB, s.log)
+	if err != nil {
+		d.Close()
+		return nil, fmt.Errorf("bucket: open packs %s: %w", packPath, err)
+	}
+	// legacy: blocks that earlier versions kept in pebble. WriteThrough: no
+	// Has() before a Put (nothing is put there any more anyway).
+	s.pbs = &packBlockstore{packs: s.packs, legacy: blockstore.NewBlockstore(d, blockstore.WriteThrough(true))}
+	s.bs = s.pbs
 	s.local = blockservice.New(s.bs, offline.Exchange(s.bs))
 	s.dag = merkledag.NewDAGService(s.local)
 	s.ctx, s.cancel = context.WithCancel(context.WithoutCancel(ctx))
@@ -223,7 +241,9 @@ func (s *Store) Close() error {
 			// No WAL: what was not flushed would be lost.
 			err = errors.Join(err, s.Sync())
 		}
-		err = errors.Join(err, s.ds.Close())
+		// Blocks not yet synced are made durable and indexed (pebble's
+		// Close then flushes the index), then the packs are closed.
+		err = errors.Join(err, s.packs.close(), s.ds.Close())
 		s.gcMu.Unlock()
 	})
 	return err

@@ -1,0 +1,172 @@
+package bucket
+
+import (
+	"context"
+	"fmt"
+	"hash/crc32"
+
+	"github.com/ipfs/boxo/blockstore"
+	blocks "github.com/ipfs/go-block-format"
+	"github.com/ipfs/go-cid"
+	ipld "github.com/ipfs/go-ipld-format"
+	mh "github.com/multiformats/go-multihash"
+)
+
+// packBlockstore is the Store's blockstore: new blocks go to pack files
+// (packStore); blocks written by earlier versions into pebble's "/blocks"
+// namespace (legacy) are still read, listed and deleted there. Like boxo's
+// blockstore it is keyed by multihash. Safe for concurrent use.
+type packBlockstore struct {
+	packs  *packStore
+	legacy blockstore.Blockstore
+}
+
+var _ blockstore.Blockstore = (*packBlockstore)(nil)
+
+// Get returns the block, reading the pack (data checked against its CRC).
+func (b *packBlockstore) Get(ctx context.Context, c cid.Cid) (blocks.Block, error) {
+	if !c.Defined() {
+		return nil, ipld.ErrNotFound{Cid: c}
+	}
+	data, ok, err := b.packs.read(c.Hash(), nil, true)
+	if err != nil {
+		return nil, fmt.Errorf("get %s: %w", c, err)
+	}
+	if !ok {
+		return b.legacy.Get(ctx, c)
+	}
+	return blocks.NewBlockWithCid(data, c)
+}
+
+// readInto is Get for the fetch server's hot loop: the block's data is
+// read into dst, whose length must be the block's (GetSize). The CRC is not
+// checked: the fetching peer hashes every block anyway.
+func (b *packBlockstore) readInto(ctx context.Context, c cid.Cid, dst []byte) error {
+	_, ok, err := b.packs.read(c.Hash(), dst, false)
+	if err != nil {
+		return fmt.Errorf("get %s: %w", c, err)
+	}
+	if ok {
+		return nil
+	}
+	blk, err := b.legacy.Get(ctx, c)
+	if err != nil {
+		return err
+	}
+	if len(blk.RawData()) != len(dst) {
+		return fmt.Errorf("%w: %s: stored block is %d bytes, not %d", ErrCorruptBlock, c, len(blk.RawData()), len(dst))
+	}
+	copy(dst, blk.RawData())
+	return nil
+}
+
+// Has reports whether the block is held.
+func (b *packBlockstore) Has(ctx context.Context, c cid.Cid) (bool, error) {
+	ok, err := b.packs.has(c.Hash())
+	if err != nil || ok {
+		return ok, err
+	}
+	return b.legacy.Has(ctx, c)
+}
+
+// GetSize returns the block's size.
+func (b *packBlockstore) GetSize(ctx context.Context, c cid.Cid) (int, error) {
+	n, ok, err := b.packs.size(c.Hash())
+	if err != nil {
+		return 0, err
+	}
+	if ok {
+		return n, nil
+	}
+	return b.legacy.GetSize(ctx, c)
+}
+
+// Put stores one block (see PutMany).
+func (b *packBlockstore) Put(ctx context.Context, blk blocks.Block) error {
+	return b.PutMany(ctx, []blocks.Block{blk})
+}
+
+// PutMany appends the blocks not held yet to the current pack in one write.
+// They are readable at once and durable after the next Store flush (a pin).
+// The data is stored as given: callers verify blocks they did not make.
+func (b *packBlockstore) PutMany(ctx context.Context, blks []blocks.Block) error {
+	var buf []byte
+	var entries []packEntry
+	seen := map[string]bool{}
+	for _, blk := range blks {
+		c := blk.Cid()
+		h := c.Hash()
+		if seen[string(h)] {
+			continue
+		}
+		seen[string(h)] = true
+		if ok, err := b.Has(ctx, c); err != nil {
+			return err
+		} else if ok {
+			continue
+		}
+		data := blk.RawData()
+		if len(data) > maxBlockSize {
+			return fmt.Errorf("put %s: %w: block of %d bytes, limit %d", c, ErrTooLarge, len(data), maxBlockSize)
+		}
+		buf = sectionHeader(buf, c, len(data))
+		entries = append(entries, packEntry{hash: h, loc: packLoc{
+			off: int64(len(buf)), n: uint32(len(data)), crc: crc32.Checksum(data, castagnoli),
+		}})
+		buf = append(buf, data...)
+	}
+	if len(entries) == 0 {
+		return nil
+	}
+	if err := b.packs.appendSections(buf, entries); err != nil {
+		return fmt.Errorf("put %d blocks: %w", len(entries), err)
+	}
+	return nil
+}
+
+// DeleteBlock removes the block wherever it is.
+func (b *packBlockstore) DeleteBlock(ctx context.Context, c cid.Cid) error {
+	if _, err := b.packs.delete(c.Hash()); err != nil {
+		return fmt.Errorf("delete %s: %w", c, err)
+	}
+	return b.legacy.DeleteBlock(ctx, c)
+}
+
+// AllKeysChan lists every block as a CIDv1 raw CID of its multihash (the
+// store keeps no codec), packs first, then legacy blocks.
+func (b *packBlockstore) AllKeysChan(ctx context.Context) (<-chan cid.Cid, error) {
+	legacy, err := b.legacy.AllKeysChan(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make(chan cid.Cid, 64)
+	// Owned by the consumer: it ends when both sources are drained or ctx
+	// is done.
+	go func() {
+		defer close(out)
+		err := b.packs.allKeys(func(h mh.Multihash) bool {
+			select {
+			case out <- cid.NewCidV1(cid.Raw, h):
+				return true
+			case <-ctx.Done():
+				return false
+			}
+		})
+		if err != nil {
+			// The channel closes early: GC then collects fewer blocks.
+			for range legacy {
+			}
+			return
+		}
+		for c := range legacy {
+			select {
+			case out <- c:
+			case <-ctx.Done():
+				for range legacy {
+				}
+				return
+			}
+		}
+	}()
+	return out, nil
+}

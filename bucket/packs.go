@@ -1,0 +1,617 @@
+package bucket
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"log/slog"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/cockroachdb/pebble/v2"
+	dshelp "github.com/ipfs/boxo/datastore/dshelp"
+	"github.com/ipfs/go-cid"
+	ds "github.com/ipfs/go-datastore"
+	mh "github.com/multiformats/go-multihash"
+)
+
+// Block data lives in append-only pack files; pebble holds only a small
+// index entry per block (pack, offset, length, CRC-32C). Why not pebble alone
+// or one file per block: see docs/bucket.md ("Storage").
+//
+// A pack is a CARv1 body: sections uvarint(len(cid)+len(data)) ‖ cid ‖ data,
+// so a fetched CAR stream is appended as received, in large writes.
+//
+// Durability: an index entry reaches pebble only after the pack bytes it
+// points at were fsynced (sync), so a durable index entry never points at
+// lost data. Until then the entry is pending: in memory, visible to readers.
+
+const (
+	packIndexPrefix = "/swarmgen/packidx"
+	packExt         = ".pack"
+	// packRotateBytes: a sync starts a new pack once the current one is
+	// this large, so packs are mostly written by one fetch or import and die
+	// together when its pins expire.
+	packRotateBytes = 64 << 20
+	packLocSize     = 20
+)
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// packLoc is where one block's data sits.
+type packLoc struct {
+	pack uint32
+	off  int64
+	n    uint32
+	crc  uint32
+}
+
+func (l packLoc) encode() []byte {
+	b := make([]byte, packLocSize)
+	binary.LittleEndian.PutUint32(b[0:], l.pack)
+	binary.LittleEndian.PutUint64(b[4:], uint64(l.off))
+	binary.LittleEndian.PutUint32(b[12:], l.n)
+	binary.LittleEndian.PutUint32(b[16:], l.crc)
+	return b
+}
+
+func decodePackLoc(b []byte) (packLoc, error) {
+	if len(b) != packLocSize {
+		return packLoc{}, fmt.Errorf("pack index entry of %d bytes, want %d", len(b), packLocSize)
+	}
+	l := packLoc{
+		pack: binary.LittleEndian.Uint32(b[0:]),
+		off:  int64(binary.LittleEndian.Uint64(b[4:])),
+		n:    binary.LittleEndian.Uint32(b[12:]),
+		crc:  binary.LittleEndian.Uint32(b[16:]),
+	}
+	if l.off < 0 || l.n > maxBlockSize {
+		return packLoc{}, fmt.Errorf("pack index entry out of range: %+v", l)
+	}
+	return l, nil
+}
+
+func packIndexKey(h mh.Multihash) []byte {
+	return []byte(packIndexPrefix + dshelp.MultihashToDsKey(h).String())
+}
+
+// packFile is one pack: a read handle, and while it is the current pack or
+// not yet synced, a write handle.
+type packFile struct {
+	id     uint32
+	r      packReader
+	w      packWriter // nil once rotated out and synced
+	size   int64      // bytes appended (guarded by packStore.wmu while w != nil)
+	synced int64      // bytes known durable (guarded by packStore.syncMu)
+	live   int64      // bytes of indexed blocks (guarded by packStore.mu)
+}
+
+// packEntry is one block to register after its section was appended.
+type packEntry struct {
+	hash mh.Multihash
+	loc  packLoc
+}
+
+// packStore holds block data in pack files with the index in pebble. Safe
+// for concurrent use: appends are serialised by wmu, the maps by mu, syncs
+// by syncMu (lock order syncMu → wmu → mu).
+type packStore struct {
+	dir packDir
+	db  *pebble.DB
+	log *slog.Logger
+
+	syncMu sync.Mutex
+	wmu    sync.Mutex
+	cur    *packFile // appended to; nil until the first append after a rotation
+
+	mu       sync.RWMutex
+	packs    map[uint32]*packFile
+	nextID   uint32
+	pending  map[string]packLoc // multihash bytes → data not yet in the durable index
+	newPacks bool               // a pack file was created since the last directory sync
+}
+
+// openPackStore opens the packs under dir, rebuilding per-pack live bytes from
+// the index. Index entries pointing at a missing pack (a pack removed by GC
+// before the deletions were flushed) are dropped, and packs no entry points
+// at (their data never became durable before a crash) are removed.
+func openPackStore(dir packDir, db *pebble.DB, log *slog.Logger) (*packStore, error) {
+	p := &packStore{dir: dir, db: db, log: log, packs: map[uint32]*packFile{}, pending: map[string]packLoc{}}
+	names, err := dir.list()
+	if err != nil {
+		return nil, fmt.Errorf("list packs: %w", err)
+	}
+	for _, name := range names {
+		id, ok := parsePackName(name)
+		if !ok {
+			continue
+		}
+		r, err := dir.open(name)
+		if err != nil {
+			p.closeFiles()
+			return nil, fmt.Errorf("open pack %s: %w", name, err)
+		}
+		size, err := r.size()
+		if err != nil {
+			r.Close()
+			p.closeFiles()
+			return nil, fmt.Errorf("stat pack %s: %w", name, err)
+		}
+		p.packs[id] = &packFile{id: id, r: r, size: size, synced: size}
+		p.nextID = max(p.nextID, id+1)
+	}
+	var dangling [][]byte
+	err = p.scanIndex(func(key []byte, l packLoc) error {
+		pf := p.packs[l.pack]
+		if pf == nil || l.off+int64(l.n) > pf.size {
+			dangling = append(dangling, slices.Clone(key))
+			return nil
+		}
+		pf.live += int64(l.n)
+		return nil
+	})
+	if err != nil {
+		p.closeFiles()
+		return nil, err
+	}
+	for _, k := range dangling {
+		if err := db.Delete(k, pebble.NoSync); err != nil {
+			p.closeFiles()
+			return nil, fmt.Errorf("drop dangling pack index entry: %w", err)
+		}
+	}
+	if len(dangling) > 0 {
+		log.Warn("dropped pack index entries pointing at missing data", "entries", len(dangling))
+	}
+	for id, pf := range p.packs {
+		if pf.live == 0 {
+			if err := p.removePack(pf); err != nil {
+				p.closeFiles()
+				return nil, err
+			}
+			delete(p.packs, id)
+		}
+	}
+	return p, nil
+}
+
+func packName(id uint32) string { return fmt.Sprintf("%08x%s", id, packExt) }
+
+func parsePackName(name string) (uint32, bool) {
+	base, ok := strings.CutSuffix(name, packExt)
+	if !ok || len(base) != 8 {
+		return 0, false
+	}
+	id, err := strconv.ParseUint(base, 16, 32)
+	return uint32(id), err == nil
+}
+
+// scanIndex calls fn for every durable index entry.
+func (p *packStore) scanIndex(fn func(key []byte, l packLoc) error) error {
+	prefix := []byte(packIndexPrefix + "/")
+	it, err := p.db.NewIter(&pebble.IterOptions{LowerBound: prefix, UpperBound: prefixEnd(prefix)})
+	if err != nil {
+		return fmt.Errorf("scan pack index: %w", err)
+	}
+	for ok := it.First(); ok; ok = it.Next() {
+		l, err := decodePackLoc(it.Value())
+		if err != nil {
+			it.Close()
+			return fmt.Errorf("pack index %q: %w", it.Key(), err)
+		}
+		if err := fn(it.Key(), l); err != nil {
+			it.Close()
+			return err
+		}
+	}
+	if err := it.Close(); err != nil {
+		return fmt.Errorf("scan pack index: %w", err)
+	}
+	return nil
+}
+
+func prefixEnd(prefix []byte) []byte {
+	end := slices.Clone(prefix)
+	end[len(end)-1]++
+	return end
+}
+
+// hashFromIndexKey returns the multihash an index key names.
+func hashFromIndexKey(key []byte) (mh.Multihash, error) {
+	k, ok := strings.CutPrefix(string(key), packIndexPrefix)
+	if !ok {
+		return nil, fmt.Errorf("not a pack index key: %q", key)
+	}
+	return dshelp.DsKeyToMultihash(ds.NewKey(k))
+}
+
+// appendSections appends buf (whole CAR sections) to the current pack and
+// registers entries, whose offsets are relative to buf. A block already held
+// is not registered again (its copy in buf stays unindexed: a re-fetch of a
+// DAG held already costs pack space until GC removes the pack). The data is
+// readable at once and durable after the next sync. Writeback of the new bytes is
+// started right away so that sync finds little left to do.
+func (p *packStore) appendSections(buf []byte, entries []packEntry) error {
+	p.wmu.Lock()
+	defer p.wmu.Unlock()
+	if p.cur == nil {
+		if err := p.newPack(); err != nil {
+			return err
+		}
+	}
+	cur := p.cur
+	base := cur.size
+	// Decide which entries to register before writing: the lookups touch
+	// pebble, not the pack.
+	keep := entries[:0:0]
+	for _, e := range entries {
+		if ok, err := p.has(e.hash); err != nil {
+			return err
+		} else if ok {
+			continue
+		}
+		keep = append(keep, e)
+	}
+	n, err := cur.w.WriteAt(buf, base)
+	cur.size += int64(n)
+	if err != nil {
+		return fmt.Errorf("append to pack %s: %w", packName(cur.id), err)
+	}
+	p.mu.Lock()
+	for _, e := range keep {
+		l := e.loc
+		l.pack, l.off = cur.id, base+l.off
+		p.pending[string(e.hash)] = l
+		cur.live += int64(l.n)
+	}
+	p.mu.Unlock()
+	// Queue writeback now (and wait for the previous batch), so dirty data
+	// does not pile up and the final fsync is short.
+	cur.w.writeback(cur.size)
+	return nil
+}
+
+// newPack creates the next pack file and makes it current. wmu is held.
+func (p *packStore) newPack() error {
+	p.mu.Lock()
+	id := p.nextID
+	p.nextID++
+	p.mu.Unlock()
+	name := packName(id)
+	w, err := p.dir.create(name)
+	if err != nil {
+		return fmt.Errorf("create pack: %w", err)
+	}
+	r, err := p.dir.open(name)
+	if err != nil {
+		w.Close()
+		return fmt.Errorf("open pack: %w", err)
+	}
+	pf := &packFile{id: id, r: r, w: w}
+	p.mu.Lock()
+	p.packs[id] = pf
+	p.newPacks = true
+	p.mu.Unlock()
+	p.cur = pf
+	return nil
+}
+
+// lookup returns where the block with hash h is, pending entries first.
+func (p *packStore) lookup(h mh.Multihash) (packLoc, bool, error) {
+	p.mu.RLock()
+	l, ok := p.pending[string(h)]
+	p.mu.RUnlock()
+	if ok {
+		return l, true, nil
+	}
+	v, closer, err := p.db.Get(packIndexKey(h))
+	if errors.Is(err, pebble.ErrNotFound) {
+		return packLoc{}, false, nil
+	}
+	if err != nil {
+		return packLoc{}, false, fmt.Errorf("pack index: %w", err)
+	}
+	l, err = decodePackLoc(v)
+	closer.Close()
+	if err != nil {
+		return packLoc{}, false, err
+	}
+	return l, true, nil
+}
+
+func (p *packStore) has(h mh.Multihash) (bool, error) {
+	_, ok, err := p.lookup(h)
+	return ok, err
+}
+
+// size returns the block's length, or false if it is not here.
+func (p *packStore) size(h mh.Multihash) (int, bool, error) {
+	l, ok, err := p.lookup(h)
+	return int(l.n), ok, err
+}
+
+// read returns the block's data, in dst if dst is not nil (then its length
+// must be the block's), checked against the CRC recorded when it was
+// written unless checkCRC is false (for a reader that verifies the block's
+// hash anyway); false if the block is not here.
+func (p *packStore) read(h mh.Multihash, dst []byte, checkCRC bool) ([]byte, bool, error) {
+	// A concurrent GC may remove the block's pack between the lookup and
+	// the read: look up again once.
+	for try := 0; ; try++ {
+		l, ok, err := p.lookup(h)
+		if err != nil || !ok {
+			return nil, ok, err
+		}
+		if dst == nil {
+			dst = make([]byte, l.n)
+		} else if len(dst) != int(l.n) {
+			return nil, false, fmt.Errorf("%w: %s: stored block is %d bytes, not %d", ErrCorruptBlock, h.B58String(), l.n, len(dst))
+		}
+		p.mu.RLock()
+		pf := p.packs[l.pack]
+		if pf == nil {
+			p.mu.RUnlock()
+			if try == 0 {
+				continue
+			}
+			return nil, false, fmt.Errorf("%w: %s: pack %s is gone", ErrMissingBlock, h.B58String(), packName(l.pack))
+		}
+		_, err = pf.r.ReadAt(dst, l.off)
+		p.mu.RUnlock()
+		if err != nil {
+			return nil, false, fmt.Errorf("read %s from pack %s: %w", h.B58String(), packName(l.pack), err)
+		}
+		if checkCRC && crc32.Checksum(dst, castagnoli) != l.crc {
+			return nil, false, fmt.Errorf("%w: %s: CRC mismatch in pack %s at %d", ErrCorruptBlock, h.B58String(), packName(l.pack), l.off)
+		}
+		return dst, true, nil
+	}
+}
+
+// delete drops the block's index entry (the bytes stay in the pack until GC
+// removes or compacts it). It reports whether the block was here.
+func (p *packStore) delete(h mh.Multihash) (bool, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if l, ok := p.pending[string(h)]; ok {
+		delete(p.pending, string(h))
+		p.packs[l.pack].live -= int64(l.n)
+		return true, nil
+	}
+	key := packIndexKey(h)
+	v, closer, err := p.db.Get(key)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("pack index: %w", err)
+	}
+	l, derr := decodePackLoc(v)
+	closer.Close()
+	if err := p.db.Delete(key, pebble.NoSync); err != nil {
+		return false, fmt.Errorf("pack index: %w", err)
+	}
+	if derr == nil {
+		if pf := p.packs[l.pack]; pf != nil {
+			pf.live -= int64(l.n)
+		}
+	}
+	return true, nil
+}
+
+// sync makes every block appended so far durable and moves its index entry
+// from memory into pebble (not yet flushed: the caller flushes pebble, see
+// Store.flush); it returns how many entries it moved. Order: pack data
+// fsynced, pack directory fsynced if a pack was created, then the index
+// entries.
+func (p *packStore) sync() (int, error) {
+	p.syncMu.Lock()
+	defer p.syncMu.Unlock()
+	p.wmu.Lock()
+	var dirty []*packFile
+	p.mu.Lock()
+	for _, pf := range p.packs {
+		if pf.w != nil && pf.size > pf.synced {
+			dirty = append(dirty, pf)
+		}
+	}
+	sizes := make([]int64, len(dirty))
+	for i, pf := range dirty {
+		sizes[i] = pf.size
+	}
+	if p.cur != nil && p.cur.size >= packRotateBytes {
+		p.cur = nil // the next append starts a new pack
+	}
+	// Packs no append can reach any more: closed for writing once synced.
+	var retired []*packFile
+	for _, pf := range p.packs {
+		if pf.w != nil && pf != p.cur {
+			retired = append(retired, pf)
+		}
+	}
+	snap := make(map[string]packLoc, len(p.pending))
+	for k, l := range p.pending {
+		snap[k] = l
+	}
+	newPacks := p.newPacks
+	p.newPacks = false
+	p.mu.Unlock()
+	p.wmu.Unlock()
+
+	for i, pf := range dirty {
+		if err := pf.w.syncData(); err != nil {
+			return 0, fmt.Errorf("sync pack %s: %w", packName(pf.id), err)
+		}
+		pf.synced = sizes[i]
+	}
+	for _, pf := range retired {
+		if pf.synced != pf.size {
+			continue
+		}
+		p.mu.Lock()
+		w := pf.w
+		pf.w = nil
+		p.mu.Unlock()
+		if err := w.Close(); err != nil {
+			return 0, fmt.Errorf("close pack %s: %w", packName(pf.id), err)
+		}
+	}
+	if newPacks {
+		if err := p.syncDir(); err != nil {
+			p.mu.Lock()
+			p.newPacks = true
+			p.mu.Unlock()
+			return 0, err
+		}
+	}
+	if len(snap) == 0 {
+		return 0, nil
+	}
+	// Move the entries still pending (a concurrent delete may have dropped
+	// some) into pebble, atomically with their removal from memory.
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	b := p.db.NewBatch()
+	defer b.Close()
+	var moved []string
+	for k, l := range snap {
+		if cur, ok := p.pending[k]; !ok || cur != l {
+			continue
+		}
+		if err := b.Set(packIndexKey(mh.Multihash(k)), l.encode(), nil); err != nil {
+			return 0, fmt.Errorf("pack index: %w", err)
+		}
+		moved = append(moved, k)
+	}
+	if err := b.Commit(pebble.NoSync); err != nil {
+		return 0, fmt.Errorf("pack index: %w", err)
+	}
+	for _, k := range moved {
+		delete(p.pending, k)
+	}
+	return len(moved), nil
+}
+
+func (p *packStore) syncDir() error {
+	if err := p.dir.sync(); err != nil {
+		return fmt.Errorf("sync pack directory: %w", err)
+	}
+	return nil
+}
+
+// allKeys calls fn with the multihash of every block held (pending ones
+// included).
+func (p *packStore) allKeys(fn func(mh.Multihash) bool) error {
+	p.mu.RLock()
+	pend := make([]mh.Multihash, 0, len(p.pending))
+	for k := range p.pending {
+		pend = append(pend, mh.Multihash(k))
+	}
+	p.mu.RUnlock()
+	for _, h := range pend {
+		if !fn(h) {
+			return nil
+		}
+	}
+	errStop := errors.New("stop")
+	err := p.scanIndex(func(key []byte, _ packLoc) error {
+		h, err := hashFromIndexKey(key)
+		if err != nil {
+			p.log.Warn("bad pack index key", "key", key, "err", err)
+			return nil
+		}
+		if !fn(h) {
+			return errStop
+		}
+		return nil
+	})
+	if errors.Is(err, errStop) {
+		return nil
+	}
+	return err
+}
+
+// reclaim removes the packs that no block lives in any more, except the
+// current one and packs not yet synced. The caller has made the index
+// deletions durable first (a crash must not leave entries pointing at a
+// removed pack; openPackStore drops such entries anyway). It returns the
+// bytes freed.
+func (p *packStore) reclaim() (int64, error) {
+	p.wmu.Lock()
+	cur := p.cur
+	p.wmu.Unlock()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var freed int64
+	for id, pf := range p.packs {
+		if pf == cur || pf.w != nil || pf.live > 0 {
+			continue
+		}
+		if err := p.removePack(pf); err != nil {
+			return freed, err
+		}
+		delete(p.packs, id)
+		freed += pf.size
+	}
+	return freed, nil
+}
+
+// pendingBytes reports the bytes of blocks not yet durable (tests).
+func (p *packStore) pendingBytes() int64 {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	var n int64
+	for _, l := range p.pending {
+		n += int64(l.n)
+	}
+	return n
+}
+
+// removePack closes and deletes one pack file; mu is held or p is not yet
+// shared.
+func (p *packStore) removePack(pf *packFile) error {
+	if pf.w != nil {
+		pf.w.Close()
+	}
+	pf.r.Close()
+	if err := p.dir.remove(packName(pf.id)); err != nil {
+		return fmt.Errorf("remove pack %s: %w", packName(pf.id), err)
+	}
+	return nil
+}
+
+// close syncs what is pending and closes every pack file.
+func (p *packStore) close() error {
+	_, err := p.sync()
+	p.closeFiles()
+	return err
+}
+
+func (p *packStore) closeFiles() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, pf := range p.packs {
+		if pf.w != nil {
+			pf.w.Close()
+			pf.w = nil
+		}
+		pf.r.Close()
+	}
+	p.packs = map[uint32]*packFile{}
+	p.cur = nil
+}
+
+// maxSectionHeader bounds sectionHeader's length for the CIDs this package
+// accepts (sha2-256: at most 36 bytes) with room to spare.
+const maxSectionHeader = 64
+
+// sectionHeader returns uvarint(len(cid)+n) ‖ cid: the part of a CAR
+// section before the block data.
+func sectionHeader(dst []byte, c cid.Cid, n int) []byte {
+	cb := c.KeyString()
+	dst = binary.AppendUvarint(dst, uint64(len(cb)+n))
+	return append(dst, cb...)
+}

@@ -1,0 +1,310 @@
+package bucket
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/cockroachdb/pebble/v2"
+	blocks "github.com/ipfs/go-block-format"
+	"github.com/ipfs/go-cid"
+	mh "github.com/multiformats/go-multihash"
+)
+
+func rawBlock(t testing.TB, data []byte) blocks.Block {
+	t.Helper()
+	h, err := mh.Sum(data, mh.SHA2_256, -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := blocks.NewBlockWithCid(data, cid.NewCidV1(cid.Raw, h))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// openAt opens a Store without networking in dir; the caller closes it.
+func openAt(t testing.TB, dir string) *Store {
+	t.Helper()
+	s, err := New(context.Background(), nil, dir, WithGCInterval(0), WithLogger(testLogger(t)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// indexed reports whether pebble (not the in-memory pending set) holds an
+// index entry for c.
+func indexed(t testing.TB, s *Store, c cid.Cid) bool {
+	t.Helper()
+	_, closer, err := s.ds.DB.Get(packIndexKey(c.Hash()))
+	if errors.Is(err, pebble.ErrNotFound) {
+		return false
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	closer.Close()
+	return true
+}
+
+func packFiles(t testing.TB, dataDir string) []string {
+	t.Helper()
+	ents, err := os.ReadDir(filepath.Join(dataDir, "packs"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range ents {
+		names = append(names, e.Name())
+	}
+	return names
+}
+
+// TestPackIndexAfterSync: a block is readable as soon as it is put, but its
+// index entry reaches pebble only with the sync that made its pack bytes
+// durable (a pin), so a durable entry never points at lost data.
+func TestPackIndexAfterSync(t *testing.T) {
+	s := newStore(t, nil)
+	ctx := context.Background()
+	blk := rawBlock(t, pseudoRandom(70, 100<<10))
+	if err := s.bs.Put(ctx, blk); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.bs.Get(ctx, blk.Cid())
+	if err != nil || string(got.RawData()) != string(blk.RawData()) {
+		t.Fatalf("read back before sync: %v", err)
+	}
+	if indexed(t, s, blk.Cid()) {
+		t.Fatal("index entry written before the pack was synced")
+	}
+	if s.packs.pendingBytes() != int64(len(blk.RawData())) {
+		t.Fatalf("pending %d bytes, want %d", s.packs.pendingBytes(), len(blk.RawData()))
+	}
+	if err := s.Pin(ctx, blk.Cid(), 0, "x"); err != nil {
+		t.Fatal(err)
+	}
+	if !indexed(t, s, blk.Cid()) || s.packs.pendingBytes() != 0 {
+		t.Fatal("pin did not sync and index the block")
+	}
+	// Putting it again stores nothing new.
+	if err := s.bs.Put(ctx, blk); err != nil {
+		t.Fatal(err)
+	}
+	if s.packs.pendingBytes() != 0 {
+		t.Fatal("a block held already was appended again")
+	}
+}
+
+// TestPackCorruptionDetected: a flipped byte in a pack file is reported as
+// ErrCorruptBlock on read (CRC), not returned as data.
+func TestPackCorruptionDetected(t *testing.T) {
+	dir := t.TempDir()
+	ctx := context.Background()
+	s := openAt(t, dir)
+	data := pseudoRandom(71, 64<<10)
+	blk := rawBlock(t, data)
+	if err := s.bs.Put(ctx, blk); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Pin(ctx, blk.Cid(), 0, "x"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	names := packFiles(t, dir)
+	if len(names) != 1 {
+		t.Fatalf("pack files %v, want one", names)
+	}
+	p := filepath.Join(dir, "packs", names[0])
+	raw, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw[len(raw)-100] ^= 0x01
+	if err := os.WriteFile(p, raw, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s2 := openAt(t, dir)
+	defer s2.Close()
+	if _, err := s2.bs.Get(ctx, blk.Cid()); !errors.Is(err, ErrCorruptBlock) {
+		t.Fatalf("get of a corrupted block: %v, want ErrCorruptBlock", err)
+	}
+}
+
+// TestPackRecovery: what a crash can leave behind is cleaned up on open: a
+// pack no index entry points at (its blocks were never synced and indexed)
+// is removed, and an index entry pointing past a pack's end or at a missing
+// pack is dropped.
+func TestPackRecovery(t *testing.T) {
+	dir := t.TempDir()
+	ctx := context.Background()
+	s := openAt(t, dir)
+	keep := rawBlock(t, pseudoRandom(72, 50<<10))
+	if err := s.bs.Put(ctx, keep); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Pin(ctx, keep.Cid(), 0, "keep"); err != nil {
+		t.Fatal(err)
+	}
+	// A dangling entry, as if its pack had been removed before the
+	// deletion reached the disk.
+	ghost := rawBlock(t, []byte("ghost"))
+	if err := s.ds.DB.Set(packIndexKey(ghost.Cid().Hash()), packLoc{pack: 999, off: 0, n: 5}.encode(), pebble.NoSync); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// A pack whose blocks never got indexed (crash before the pin).
+	stray := filepath.Join(dir, "packs", packName(500))
+	if err := os.WriteFile(stray, pseudoRandom(73, 4096), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s2 := openAt(t, dir)
+	defer s2.Close()
+	if _, err := os.Stat(stray); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("stray pack still there: %v", err)
+	}
+	if has, err := s2.Has(ctx, ghost.Cid()); has || err != nil {
+		t.Fatalf("dangling index entry survived: %v %v", has, err)
+	}
+	got, err := s2.bs.Get(ctx, keep.Cid())
+	if err != nil || string(got.RawData()) != string(keep.RawData()) {
+		t.Fatalf("pinned block after reopen: %v", err)
+	}
+}
+
+// TestGCRemovesPacks: once no block in a pack is live, GC deletes the file.
+func TestGCRemovesPacks(t *testing.T) {
+	dir := t.TempDir()
+	ctx := context.Background()
+	s := openAt(t, dir)
+	defer s.Close()
+	root, _, err := s.ImportFiles(ctx, map[string][]byte{"a": pseudoRandom(74, 3<<20)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The next write goes to a new pack: the first one is not current.
+	s.packs.wmu.Lock()
+	s.packs.cur = nil
+	s.packs.wmu.Unlock()
+	if _, err := s.packs.sync(); err != nil {
+		t.Fatal(err)
+	}
+	other, _, err := s.ImportFiles(ctx, map[string][]byte{"b": pseudoRandom(75, 1<<20)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(packFiles(t, dir)); n != 2 {
+		t.Fatalf("%d packs, want 2", n)
+	}
+	if err := s.Unpin(ctx, root); err != nil {
+		t.Fatal(err)
+	}
+	st, err := s.GC(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.PackBytesFreed < 3<<20 {
+		t.Fatalf("GC freed %d pack bytes, want the first pack (> 3 MiB): %+v", st.PackBytesFreed, st)
+	}
+	if n := len(packFiles(t, dir)); n != 1 {
+		t.Fatalf("%d packs after GC, want 1", n)
+	}
+	if err := s.checkComplete(ctx, other); err != nil {
+		t.Fatalf("live DAG damaged: %v", err)
+	}
+}
+
+// TestLegacyBlocks: blocks an earlier version stored in pebble ("/blocks")
+// are still read, listed, served and deleted.
+func TestLegacyBlocks(t *testing.T) {
+	prov, cli := pair(t)
+	ctx := context.Background()
+	files := map[string][]byte{"a": pseudoRandom(76, 600<<10)}
+	root, _, err := prov.ImportFiles(ctx, files)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Move every block of the DAG from the packs into the legacy store.
+	var moved []cid.Cid
+	keys, err := prov.bs.AllKeysChan(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k := range keys {
+		moved = append(moved, k)
+	}
+	for _, k := range moved {
+		blk, err := prov.bs.Get(ctx, k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := prov.packs.delete(k.Hash()); err != nil {
+			t.Fatal(err)
+		}
+		if err := prov.pbs.legacy.Put(ctx, blk); err != nil {
+			t.Fatal(err)
+		}
+		if ok, _ := prov.packs.has(k.Hash()); ok {
+			t.Fatal("block still in packs")
+		}
+	}
+	if err := cli.Fetch(ctx, root, prov.host.ID(), 64<<20); err != nil {
+		t.Fatalf("fetch of legacy blocks: %v", err)
+	}
+	dst := t.TempDir()
+	if err := cli.ExportDir(ctx, root, dst); err != nil {
+		t.Fatal(err)
+	}
+	sameTree(t, files, readTree(t, dst))
+	if err := prov.bs.DeleteBlock(ctx, moved[0]); err != nil {
+		t.Fatal(err)
+	}
+	if has, _ := prov.Has(ctx, moved[0]); has {
+		t.Fatal("legacy block not deleted")
+	}
+}
+
+// TestMemPack checks the in-memory pack file across chunk boundaries.
+func TestMemPack(t *testing.T) {
+	d := newMemPackDir()
+	w, err := d.create("a.pack")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.create("a.pack"); err == nil {
+		t.Fatal("created a pack twice")
+	}
+	data := pseudoRandom(77, 3*memChunk+123)
+	if _, err := w.WriteAt(data[:memChunk-7], 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.WriteAt(data[memChunk-7:], memChunk-7); err != nil {
+		t.Fatal(err)
+	}
+	r, _ := d.open("a.pack")
+	got := make([]byte, len(data))
+	if n, err := r.ReadAt(got, 0); n != len(data) || err != nil || string(got) != string(data) {
+		t.Fatalf("read back %d bytes, %v", n, err)
+	}
+	if n, err := r.ReadAt(got[:10], int64(len(data)-5)); n != 5 || err == nil {
+		t.Fatalf("read past the end: %d %v, want 5 bytes and EOF", n, err)
+	}
+	names, _ := d.list()
+	if strings.Join(names, ",") != "a.pack" {
+		t.Fatalf("list = %v", names)
+	}
+	if err := d.remove("a.pack"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.open("a.pack"); err == nil {
+		t.Fatal("opened a removed pack")
+	}
+}
