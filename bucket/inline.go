@@ -1,0 +1,125 @@
+package bucket
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/ipfs/boxo/ipld/merkledag"
+	blocks "github.com/ipfs/go-block-format"
+	"github.com/ipfs/go-cid"
+)
+
+// Small results travel inline: a provider puts the CAR of a small result
+// DAG in the message that reports it, so the submitter needs no fetch
+// stream. The receiving side is the same verifier a fetch uses: every block
+// hashed against its CID, only blocks the DAG needs, a byte budget.
+
+// ExportCAR returns the DAG under root as a CARv1 with root as its only
+// root, blocks in pre-order DFS (the order a fetch stream uses). It fails
+// with ErrTooLarge once the blocks exceed maxBytes and with ErrMissingBlock
+// when a block is not held here.
+func (s *Store) ExportCAR(ctx context.Context, root cid.Cid, maxBytes int64) ([]byte, error) {
+	if err := checkPrefix(root); err != nil {
+		return nil, err
+	}
+	var buf bytes.Buffer
+	w := bufio.NewWriter(&buf)
+	if _, err := w.Write(carHeader(root)); err != nil {
+		return nil, err
+	}
+	err := s.walkDAG(ctx, root, maxBytes, func(c cid.Cid, data []byte) error {
+		return writeCarSection(w, c, data)
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := w.Flush(); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
+// walkDAG calls fn for every block of root's DAG held here, in pre-order
+// DFS, each once, failing with ErrTooLarge past limit bytes of blocks.
+func (s *Store) walkDAG(ctx context.Context, root cid.Cid, limit int64, fn func(c cid.Cid, data []byte) error) error {
+	var sent int64
+	seen := map[string]struct{}{root.KeyString(): {}}
+	stack := []cid.Cid{root}
+	for len(stack) > 0 {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		c := stack[len(stack)-1]
+		stack = stack[:len(stack)-1]
+		blk, err := s.bs.Get(ctx, c)
+		if err != nil {
+			return fmt.Errorf("%w: %s: %w", ErrMissingBlock, c, err)
+		}
+		data := blk.RawData()
+		sent += int64(len(data))
+		if sent > limit {
+			return fmt.Errorf("%w: DAG %s exceeds %d bytes", ErrTooLarge, root, limit)
+		}
+		if err := fn(c, data); err != nil {
+			return fmt.Errorf("block %s: %w", c, err)
+		}
+		if c.Type() != cid.DagProtobuf {
+			continue
+		}
+		nd, err := merkledag.DecodeProtobuf(data)
+		if err != nil {
+			return fmt.Errorf("decode %s: %w", c, err)
+		}
+		links := nd.Links()
+		// Push in reverse so the first link comes first (pre-order DFS).
+		for i := len(links) - 1; i >= 0; i-- {
+			k := links[i].Cid.KeyString()
+			if _, ok := seen[k]; ok {
+				continue
+			}
+			seen[k] = struct{}{}
+			stack = append(stack, links[i].Cid)
+		}
+	}
+	return nil
+}
+
+// ImportCAR verifies car, a CAR of root's whole DAG from an untrusted
+// peer, stores its blocks and pins root for the result TTL, like a Fetch
+// that already has the bytes. Errors wrap ErrCorruptBlock (a block that
+// does not match its CID, that the DAG does not need, or a header that does
+// not name root), ErrTooLarge (over maxBytes) or ErrMissingBlock (the CAR
+// ends before the DAG is complete); nothing is stored then.
+func (s *Store) ImportCAR(ctx context.Context, root cid.Cid, car []byte, maxBytes int64) error {
+	unlock, err := s.lockWrite()
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	if maxBytes <= 0 {
+		maxBytes = s.cfg.serveMaxBytes
+	}
+	v := newDAGVerifier(root, maxBytes)
+	var all []blocks.Block
+	err = receiveCAR(bufio.NewReader(bytes.NewReader(car)), root, v, len(car)+1, func(b []blocks.Block) error {
+		all = append(all, b...)
+		return nil
+	}, nil)
+	if err != nil {
+		if !errors.Is(err, ErrCorruptBlock) && !errors.Is(err, ErrTooLarge) && !errors.Is(err, ErrUnsupported) {
+			// A CAR cut short or garbled: the whole message is bad.
+			err = fmt.Errorf("%w: malformed CAR: %w", ErrCorruptBlock, err)
+		}
+		return fmt.Errorf("inline result %s: %w", root, err)
+	}
+	if !v.done() {
+		return fmt.Errorf("inline result %s: %w: %d blocks not in the CAR", root, ErrMissingBlock, len(v.needed))
+	}
+	if err := s.bs.PutMany(ctx, all); err != nil {
+		return fmt.Errorf("inline result %s: store: %w", root, err)
+	}
+	return s.pin(ctx, root, s.cfg.resultTTL, "fetched")
+}
