@@ -43,13 +43,18 @@ func (n *Node) apiHandler() http.Handler {
 		writeJSON(w, http.StatusOK, n.Peers())
 	})
 	mux.HandleFunc("GET /v1/stats", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]any{
+		stats := map[string]any{
 			"adsAccepted": n.adStats.Accepted.Load(),
 			"adsStale":    n.adStats.Stale.Load(),
 			"adsRejected": n.adStats.Rejected(),
 			"tablePeers":  n.table.Len(),
 			"connected":   len(n.host.Network().Peers()),
-		})
+		}
+		if n.results != nil {
+			stats["resultsInline"] = n.results.inlined.Load()
+			stats["resultsFetched"] = n.results.fetched.Load()
+		}
+		writeJSON(w, http.StatusOK, stats)
 	})
 	for _, reg := range n.routes {
 		reg(mux)

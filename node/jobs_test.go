@@ -340,3 +340,44 @@ func TestJobInputsReachTasks(t *testing.T) {
 			map[string]string{"x.txt": sum("held by a peer")})
 	})
 }
+
+// Small results travel inline with the signed result: the submitter
+// verifies and stores them without a fetch stream.
+func TestSmallResultsTravelInline(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	d, err := StartDevnet(ctx, DevnetConfig{Nodes: 3, API: "127.0.0.1:0", DataDir: t.TempDir(), Logger: quietLogger(),
+		Configure: func(i int, c *Config) { c.Provide = i != 0 },
+		Options:   []Option{WithExecutor(inference.KindProcess, inference.NewInProcess(apps.Funcs())), WithSchedulerConfig(fastScheduler())}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	if err := d.WaitConverged(ctx); err != nil {
+		t.Fatal(err)
+	}
+	apiAddr := d.Nodes()[0].APIAddr()
+	code, created := postJob(t, apiAddr, []byte(`{"templateID":"noop","params":{"partitioner":{"num_replicas":6},"app":{}}}`))
+	if code != http.StatusCreated {
+		t.Fatalf("%d %v", code, created)
+	}
+	j := waitJob(t, apiAddr, created["id"].(string), 30*time.Second, api.JobCompleted, api.JobFailed)
+	if j.Status != api.JobCompleted {
+		t.Fatalf("job %s: %s", j.Status, j.Error)
+	}
+	resp, err := http.Get("http://" + apiAddr + "/v1/stats")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var stats struct {
+		Inline  int64 `json:"resultsInline"`
+		Fetched int64 `json:"resultsFetched"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&stats); err != nil {
+		t.Fatal(err)
+	}
+	if stats.Inline != 6 || stats.Fetched != 0 {
+		t.Fatalf("results inline %d, fetched %d; want 6 and 0", stats.Inline, stats.Fetched)
+	}
+}

@@ -587,6 +587,9 @@ func (p *provider) report(t *providerTask, res *pb.TaskResult, logTail []byte, e
 		return
 	}
 	u := &pb.TaskUpdate{State: state, Result: signed, Message: string(tailBytes(logTail, maxLogInUpdate))}
+	if res.Success && res.Stats.OutputBytes <= protocol.MaxInlineResult {
+		u.InlineCar = p.n.results.inlineCAR(t.ctx, res.RootCid)
+	}
 	select {
 	case t.updates <- u:
 	case <-p.n.ctx.Done():

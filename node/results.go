@@ -5,12 +5,14 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"time"
 
 	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/swarmgen/swarmgen/bucket"
+	"github.com/swarmgen/swarmgen/protocol"
 	"github.com/swarmgen/swarmgen/protocol/pb"
 )
 
@@ -24,6 +26,8 @@ type results struct {
 	maxFetch  int64
 	// afterImport is a test hook (see options.afterImport).
 	afterImport func(ctx context.Context, store *bucket.Store, root cid.Cid)
+	// Results this submitter received inline or fetched (/v1/stats).
+	inlined, fetched atomic.Int64
 }
 
 // importOutput turns a task's output/ into a pinned UnixFS DAG and returns
@@ -74,7 +78,39 @@ func (r *results) fetchResult(ctx context.Context, root []byte, from peer.ID) er
 	if from == r.n.id {
 		return nil // made here: the blocks are in this store already
 	}
-	return r.store.Fetch(ctx, c, from, r.maxFetch)
+	if err := r.store.Fetch(ctx, c, from, r.maxFetch); err != nil {
+		return err
+	}
+	r.fetched.Add(1)
+	return nil
+}
+
+// inlineCAR returns a small result DAG as a CAR to send with the result,
+// or nil (the submitter then fetches it).
+func (r *results) inlineCAR(ctx context.Context, root []byte) []byte {
+	c, err := cid.Cast(root)
+	if err != nil {
+		return nil
+	}
+	car, err := r.store.ExportCAR(ctx, c, protocol.MaxInlineResult)
+	if err != nil {
+		r.n.log.Debug("result not sent inline", "root", c, "err", err)
+		return nil
+	}
+	return car
+}
+
+// importInline verifies and stores a result sent inline.
+func (r *results) importInline(ctx context.Context, root []byte, car []byte) error {
+	c, err := cid.Cast(root)
+	if err != nil {
+		return fmt.Errorf("result cid: %w", err)
+	}
+	if err := r.store.ImportCAR(ctx, c, car, protocol.MaxInlineResult); err != nil {
+		return err
+	}
+	r.inlined.Add(1)
+	return nil
 }
 
 // importInput stores one task's input file as a directory holding it.

@@ -68,6 +68,10 @@ type submitter struct {
 	inputs   map[string]cid.Cid  // task ID → input CID
 	dirty    map[string]struct{} // jobs changed since they were last persisted
 
+	// inlined holds the attempts (attemptKey) whose result came inline
+	// and is stored already: their FetchResult completes at once.
+	inlined sync.Map
+
 	mu        sync.Mutex // guards meta, metaDirty and logs (read by HTTP handlers)
 	meta      map[string]*jobMeta
 	metaDirty map[string]struct{} // jobs whose task timings changed since the last flush
@@ -77,16 +81,16 @@ type submitter struct {
 func newSubmitter(n *Node, reg *jobspec.Registry, db *stateDB, cfg scheduler.Config) *submitter {
 	cfg.Self = n.id
 	return &submitter{
-		n:        n,
-		coord:    scheduler.NewCoordinator(cfg),
-		reg:      reg,
-		limits:   jobspec.DefaultLimits(),
-		db:       db,
-		hub:      newEventHub(),
-		inbox:    make(chan func(time.Time) []scheduler.Action, inboxCapacity),
-		attempts: map[attemptKey]context.CancelFunc{},
-		inputs:   map[string]cid.Cid{},
-		dirty:    map[string]struct{}{},
+		n:         n,
+		coord:     scheduler.NewCoordinator(cfg),
+		reg:       reg,
+		limits:    jobspec.DefaultLimits(),
+		db:        db,
+		hub:       newEventHub(),
+		inbox:     make(chan func(time.Time) []scheduler.Action, inboxCapacity),
+		attempts:  map[attemptKey]context.CancelFunc{},
+		inputs:    map[string]cid.Cid{},
+		dirty:     map[string]struct{}{},
 		meta:      map[string]*jobMeta{},
 		metaDirty: map[string]struct{}{},
 		logs:      map[string]map[string]api.TaskLog{},
@@ -217,6 +221,10 @@ func (s *submitter) apply(ctx context.Context, acts []scheduler.Action) {
 			}
 			s.n.goRun("cancel", func(ctx context.Context) { s.sendCancel(ctx, a) })
 		case scheduler.FetchResult:
+			if _, ok := s.inlined.LoadAndDelete(attemptKey{a.TaskID, a.Attempt}); ok {
+				s.apply(ctx, s.coord.OnFetched(s.n.now(), a.TaskID, a.Attempt, true, ""))
+				continue
+			}
 			s.n.goRun("fetch", func(ctx context.Context) {
 				err := s.n.results.fetchResult(ctx, a.Root, a.Peer)
 				msg := ""
@@ -258,6 +266,16 @@ func isTerminal(status string) bool {
 }
 
 func (s *submitter) forgetAttempts(j api.Job) {
+	ids := make(map[string]bool, len(j.Tasks))
+	for _, t := range j.Tasks {
+		ids[t.ID] = true
+	}
+	s.inlined.Range(func(k, _ any) bool {
+		if ids[k.(attemptKey).task] {
+			s.inlined.Delete(k)
+		}
+		return true
+	})
 	for _, t := range j.Tasks {
 		for k, cancel := range s.attempts {
 			if k.task == t.ID {
@@ -495,6 +513,15 @@ func (s *submitter) finish(ctx context.Context, a scheduler.Assign, u *pb.TaskUp
 	if _, err := cid.Cast(res.RootCid); err != nil {
 		fail("result root cid: " + err.Error())
 		return
+	}
+	if len(u.InlineCar) > 0 {
+		// A bad inline CAR costs nothing but this try: the result is
+		// fetched from the provider as usual, where lies fail the attempt.
+		if err := s.n.results.importInline(ctx, res.RootCid, u.InlineCar); err != nil {
+			s.n.log.Warn("inline result refused; fetching it", "job", a.JobID, "task", a.TaskID, "provider", a.Peer, "err", err)
+		} else {
+			s.inlined.Store(attemptKey{a.TaskID, a.Attempt}, struct{}{})
+		}
 	}
 	s.do(func(now time.Time) []scheduler.Action { return s.coord.OnResult(now, a.TaskID, a.Attempt, a.Peer, res) })
 }

@@ -28,7 +28,8 @@ const (
 	MaxTableResponse = 2 << 20   // a whole table snapshot
 	MaxTableRequest  = 256 << 10 // a digest of known seqs
 	MaxTaskRequest   = 1 << 20   // an Assignment carries app params
-	MaxTaskUpdate    = 64 << 10  // progress, results, log lines
+	MaxTaskUpdate    = 256 << 10 // progress, results, log lines, an inline result
+	MaxInlineResult  = 128 << 10 // block bytes of a result DAG sent inline
 	MaxFetchRequest  = 1 << 10
 	MaxAppParams     = 256 << 10
 	MaxIDLength      = 128

@@ -1479,11 +1479,16 @@ func (x *SignedResult) GetSignature() []byte {
 
 // TaskUpdate flows from provider to submitter on the assignment's stream.
 type TaskUpdate struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	State         TaskState              `protobuf:"varint,1,opt,name=state,proto3,enum=swarmgen.v1.TaskState" json:"state,omitempty"`
-	Progress      float64                `protobuf:"fixed64,2,opt,name=progress,proto3" json:"progress,omitempty"`
-	Message       string                 `protobuf:"bytes,3,opt,name=message,proto3" json:"message,omitempty"` // rejection reason, error, or a log line
-	Result        *SignedResult          `protobuf:"bytes,4,opt,name=result,proto3" json:"result,omitempty"`   // set on SUCCEEDED, FAILED and CANCELLED
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	State    TaskState              `protobuf:"varint,1,opt,name=state,proto3,enum=swarmgen.v1.TaskState" json:"state,omitempty"`
+	Progress float64                `protobuf:"fixed64,2,opt,name=progress,proto3" json:"progress,omitempty"`
+	Message  string                 `protobuf:"bytes,3,opt,name=message,proto3" json:"message,omitempty"` // rejection reason, error, or a log line
+	Result   *SignedResult          `protobuf:"bytes,4,opt,name=result,proto3" json:"result,omitempty"`   // set on SUCCEEDED, FAILED and CANCELLED
+	// The result DAG as a CARv1 whose only root is the signed result's root
+	// CID, when its blocks total at most MaxInlineResult bytes: the submitter
+	// verifies every block against its CID and needs no fetch stream. It is
+	// not signed: the blocks are bound to the signed root by their hashes.
+	InlineCar     []byte `protobuf:"bytes,5,opt,name=inline_car,json=inlineCar,proto3" json:"inline_car,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1542,6 +1547,13 @@ func (x *TaskUpdate) GetMessage() string {
 func (x *TaskUpdate) GetResult() *SignedResult {
 	if x != nil {
 		return x.Result
+	}
+	return nil
+}
+
+func (x *TaskUpdate) GetInlineCar() []byte {
+	if x != nil {
+		return x.InlineCar
 	}
 	return nil
 }
@@ -1733,13 +1745,15 @@ const file_swarmgen_proto_rawDesc = "" +
 	"\asuccess\x18\t \x01(\bR\asuccess\"D\n" +
 	"\fSignedResult\x12\x16\n" +
 	"\x06result\x18\x01 \x01(\fR\x06result\x12\x1c\n" +
-	"\tsignature\x18\x02 \x01(\fR\tsignature\"\xa3\x01\n" +
+	"\tsignature\x18\x02 \x01(\fR\tsignature\"\xc2\x01\n" +
 	"\n" +
 	"TaskUpdate\x12,\n" +
 	"\x05state\x18\x01 \x01(\x0e2\x16.swarmgen.v1.TaskStateR\x05state\x12\x1a\n" +
 	"\bprogress\x18\x02 \x01(\x01R\bprogress\x12\x18\n" +
 	"\amessage\x18\x03 \x01(\tR\amessage\x121\n" +
-	"\x06result\x18\x04 \x01(\v2\x19.swarmgen.v1.SignedResultR\x06result\"F\n" +
+	"\x06result\x18\x04 \x01(\v2\x19.swarmgen.v1.SignedResultR\x06result\x12\x1d\n" +
+	"\n" +
+	"inline_car\x18\x05 \x01(\fR\tinlineCar\"F\n" +
 	"\fFetchRequest\x12\x19\n" +
 	"\broot_cid\x18\x01 \x01(\fR\arootCid\x12\x1b\n" +
 	"\tmax_bytes\x18\x02 \x01(\x03R\bmaxBytes*\xd6\x01\n" +
