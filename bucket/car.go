@@ -148,6 +148,48 @@ type carRegion struct {
 	slab    []byte      // the buffer buf lives in, handed back once written
 }
 
+var errVarintOverflow = errors.New("read CAR section length: varint overflows 64 bits")
+
+// verifySections parses the whole CAR sections at the start of buf in
+// place, verifying each block with v, and appends an entry per block to
+// entries (data offsets relative to buf, plus base). It stops before an
+// incomplete section and returns the bytes consumed; on error, what it
+// consumed before the bad section.
+func verifySections(buf []byte, base int, v *dagVerifier, entries []packEntry) (int, []packEntry, error) {
+	pos := 0
+	for {
+		n, hl := binary.Uvarint(buf[pos:])
+		if hl < 0 {
+			return pos, entries, errVarintOverflow
+		}
+		if hl == 0 {
+			return pos, entries, nil
+		}
+		if n == 0 {
+			return pos, entries, fmt.Errorf("%w: empty CAR section", ErrCorruptBlock)
+		}
+		if n > maxCarSection {
+			return pos, entries, fmt.Errorf("%w: CAR section of %d bytes, limit %d", ErrTooLarge, n, maxCarSection)
+		}
+		if uint64(len(buf)-pos-hl) < n {
+			return pos, entries, nil
+		}
+		sec := buf[pos+hl : pos+hl+int(n)]
+		cl, c, err := cid.CidFromBytes(sec)
+		if err != nil {
+			return pos, entries, fmt.Errorf("%w: bad CID in CAR section: %w", ErrCorruptBlock, err)
+		}
+		data := sec[cl:]
+		if err := v.accept(c, data); err != nil {
+			return pos, entries, err
+		}
+		entries = append(entries, packEntry{hash: c.Hash(), loc: packLoc{
+			off: int64(base + pos + hl + cl), n: uint32(len(data)), crc: crc32.Checksum(data, castagnoli),
+		}})
+		pos += hl + int(n)
+	}
+}
+
 // receiveCAR reads a CAR stream for root from r into v. Bytes land once, in
 // slabs from getSlab (each longer than a section can be); sections are
 // parsed and verified in place and handed to emit as regions, which then own
@@ -206,35 +248,20 @@ func receiveCAR(r io.Reader, root cid.Cid, v *dagVerifier, getSlab func() ([]byt
 	}
 	start, pos = len(header), len(header)
 	for {
-		n, hl := binary.Uvarint(slab[pos:end])
-		if hl < 0 {
-			return errors.Join(fmt.Errorf("read CAR section length: varint overflows 64 bits"), flush())
+		n, more, err := verifySections(slab[pos:end], pos-start, v, entries)
+		entries = more
+		pos += n
+		if err != nil {
+			if errors.Is(err, errVarintOverflow) {
+				// Garbled framing, not a block that lied: keep what is
+				// verified for the fallback.
+				return errors.Join(err, flush())
+			}
+			return err // nothing more from a stream that lied
 		}
 		need := binary.MaxVarintLen64 // length still incomplete: at most this much
-		if hl > 0 {
-			if n == 0 {
-				return fmt.Errorf("%w: empty CAR section", ErrCorruptBlock)
-			}
-			if n > maxCarSection {
-				return fmt.Errorf("%w: CAR section of %d bytes, limit %d", ErrTooLarge, n, maxCarSection)
-			}
-			need = hl + int(n)
-			if pos+need <= end {
-				sec := slab[pos+hl : pos+need]
-				cl, c, err := cid.CidFromBytes(sec)
-				if err != nil {
-					return fmt.Errorf("%w: bad CID in CAR section: %w", ErrCorruptBlock, err)
-				}
-				data := sec[cl:]
-				if err := v.accept(c, data); err != nil {
-					return err // nothing more from a stream that lied
-				}
-				entries = append(entries, packEntry{hash: c.Hash(), loc: packLoc{
-					off: int64(pos + hl + cl - start), n: uint32(len(data)), crc: crc32.Checksum(data, castagnoli),
-				}})
-				pos += need
-				continue
-			}
+		if sl, hl := binary.Uvarint(slab[pos:end]); hl > 0 {
+			need = hl + int(sl)
 		}
 		// The next section is incomplete.
 		if eof {

@@ -1,14 +1,13 @@
 package bucket
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 
 	"github.com/ipfs/boxo/ipld/merkledag"
-	blocks "github.com/ipfs/go-block-format"
 	"github.com/ipfs/go-cid"
 )
 
@@ -25,21 +24,15 @@ func (s *Store) ExportCAR(ctx context.Context, root cid.Cid, maxBytes int64) ([]
 	if err := checkPrefix(root); err != nil {
 		return nil, err
 	}
-	var buf bytes.Buffer
-	w := bufio.NewWriter(&buf)
-	if _, err := w.Write(carHeader(root)); err != nil {
-		return nil, err
-	}
+	car := carHeader(root)
 	err := s.walkDAG(ctx, root, maxBytes, func(c cid.Cid, data []byte) error {
-		return writeCarSection(w, c, data)
+		car = append(sectionHeader(car, c, len(data)), data...)
+		return nil
 	})
 	if err != nil {
 		return nil, err
 	}
-	if err := w.Flush(); err != nil {
-		return nil, err
-	}
-	return buf.Bytes(), nil
+	return car, nil
 }
 
 // walkDAG calls fn for every block of root's DAG held here, in pre-order
@@ -102,12 +95,20 @@ func (s *Store) ImportCAR(ctx context.Context, root cid.Cid, car []byte, maxByte
 	if maxBytes <= 0 {
 		maxBytes = s.cfg.serveMaxBytes
 	}
+	if err := checkPrefix(root); err != nil {
+		return fmt.Errorf("inline result %s: %w", root, err)
+	}
+	header := carHeader(root)
+	if !bytes.HasPrefix(car, header) {
+		return fmt.Errorf("inline result %s: %w: CAR header does not name root %s as its only root", root, ErrCorruptBlock, root)
+	}
+	// Verified in place; the body is then appended to a pack as is.
+	body := car[len(header):]
 	v := newDAGVerifier(root, maxBytes)
-	var all []blocks.Block
-	err = receiveCAR(bufio.NewReader(bytes.NewReader(car)), root, v, len(car)+1, func(b []blocks.Block) error {
-		all = append(all, b...)
-		return nil
-	}, nil)
+	n, entries, err := verifySections(body, 0, v, nil)
+	if err == nil && n < len(body) {
+		err = fmt.Errorf("read CAR section: %w", io.ErrUnexpectedEOF)
+	}
 	if err != nil {
 		if !errors.Is(err, ErrCorruptBlock) && !errors.Is(err, ErrTooLarge) && !errors.Is(err, ErrUnsupported) {
 			// A CAR cut short or garbled: the whole message is bad.
@@ -118,7 +119,7 @@ func (s *Store) ImportCAR(ctx context.Context, root cid.Cid, car []byte, maxByte
 	if !v.done() {
 		return fmt.Errorf("inline result %s: %w: %d blocks not in the CAR", root, ErrMissingBlock, len(v.needed))
 	}
-	if err := s.bs.PutMany(ctx, all); err != nil {
+	if err := s.packs.appendSections(body, entries); err != nil {
 		return fmt.Errorf("inline result %s: store: %w", root, err)
 	}
 	return s.pin(ctx, root, s.cfg.resultTTL, "fetched")
