@@ -3,9 +3,9 @@ package bucket
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 
 	"github.com/ipfs/boxo/ipld/merkledag"
 	"github.com/ipfs/go-cid"
@@ -24,15 +24,15 @@ func (s *Store) ExportCAR(ctx context.Context, root cid.Cid, maxBytes int64) ([]
 	if err := checkPrefix(root); err != nil {
 		return nil, err
 	}
-	out := carHeader(root)
+	car := carHeader(root)
 	err := s.walkDAG(ctx, root, maxBytes, func(c cid.Cid, data []byte) error {
-		out = append(sectionHeader(out, c, len(data)), data...)
+		car = append(sectionHeader(car, c, len(data)), data...)
 		return nil
 	})
 	if err != nil {
 		return nil, err
 	}
-	return out, nil
+	return car, nil
 }
 
 // walkDAG calls fn for every block of root's DAG held here, in pre-order
@@ -95,14 +95,20 @@ func (s *Store) ImportCAR(ctx context.Context, root cid.Cid, car []byte, maxByte
 	if maxBytes <= 0 {
 		maxBytes = s.cfg.serveMaxBytes
 	}
+	if err := checkPrefix(root); err != nil {
+		return fmt.Errorf("inline result %s: %w", root, err)
+	}
+	header := carHeader(root)
+	if !bytes.HasPrefix(car, header) {
+		return fmt.Errorf("inline result %s: %w: CAR header does not name root %s as its only root", root, ErrCorruptBlock, root)
+	}
+	// Verified in place; the body is then appended to a pack as is.
+	body := car[len(header):]
 	v := newDAGVerifier(root, maxBytes)
-	var regions []carRegion
-	// One slab holds the whole CAR: it is at most a task update.
-	slab := func() ([]byte, error) { return make([]byte, max(len(car), maxCarSection)+binary.MaxVarintLen64), nil }
-	err = receiveCAR(bytes.NewReader(car), root, v, slab, func(r carRegion) error {
-		regions = append(regions, r)
-		return nil
-	}, nil)
+	n, entries, err := verifySections(body, 0, v, nil)
+	if err == nil && n < len(body) {
+		err = fmt.Errorf("read CAR section: %w", io.ErrUnexpectedEOF)
+	}
 	if err != nil {
 		if !errors.Is(err, ErrCorruptBlock) && !errors.Is(err, ErrTooLarge) && !errors.Is(err, ErrUnsupported) {
 			// A CAR cut short or garbled: the whole message is bad.
@@ -113,10 +119,8 @@ func (s *Store) ImportCAR(ctx context.Context, root cid.Cid, car []byte, maxByte
 	if !v.done() {
 		return fmt.Errorf("inline result %s: %w: %d blocks not in the CAR", root, ErrMissingBlock, len(v.needed))
 	}
-	for _, r := range regions {
-		if err := s.packs.appendSections(r.buf, r.entries); err != nil {
-			return fmt.Errorf("inline result %s: store: %w", root, err)
-		}
+	if err := s.packs.appendSections(body, entries); err != nil {
+		return fmt.Errorf("inline result %s: store: %w", root, err)
 	}
 	return s.pin(ctx, root, s.cfg.resultTTL, "fetched")
 }
