@@ -4,18 +4,22 @@
     python3 bench/gpu/bench_sd.py --out DIR            # GPU: SD 1.5, 512x512, 25 steps, fp16
     python3 bench/gpu/bench_sd.py --out DIR --tiny     # CPU: tiny random pipeline, few steps
 
-Needs torch, transformers and diffusers; no network: the model is SD 1.5's
-architecture (configs in bench/gpu/sd15/) with random weights, saved to a work
-directory and loaded from there like a real checkpoint. Timings do not depend
-on the weights' values. Measured, in images/s:
+Needs torch, transformers and diffusers, and for the devnet path the swarmgen
+binary (--swarmgen, default bin/swarmgen, built with Go if missing); no
+network: the model is SD 1.5's architecture (configs in bench/gpu/sd15/) with
+random weights, saved to a work directory and loaded from there like a real
+checkpoint. Timings do not depend on the weights' values. Measured, in images/s:
 
   (a) plain     one in-process pipeline, images generated one after another
+  (e) devnet    jobs through `swarmgen devnet` to one provider's warm worker
+                (node WarmPool), submit -> all images in the bucket: n one-image
+                jobs one after another, and one job of n replicas (sd_devnet.py)
   (b) warm      worker.py --serve driven over its stdin/stdout protocol, one task per request
   (c) cold      worker.py run once per task (process start + imports + load + inference)
   (d) batch     replicas of one prompt: one request with --batch task dirs vs one at a time
 
-Writes DIR/bench_sd.json and DIR/bench_sd.md. A section that would run past
---budget-s is skipped and marked so.
+Writes DIR/bench_sd.json, DIR/bench_sd.md and DIR/devnet.log. A section that
+would run past --budget-s is skipped and marked so.
 """
 
 import argparse
@@ -27,6 +31,8 @@ import sys
 import tempfile
 import time
 
+import sd_devnet
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 SD_DIR = os.path.join(REPO, "inference", "stablediffusion")
@@ -34,6 +40,11 @@ WORKER = os.path.join(SD_DIR, "worker.py")
 sys.path.insert(0, SD_DIR)
 
 PROMPT = "a watercolor painting of a lighthouse on a cliff at sunset"
+# What jobs ask for; the devnet's SWARMGEN_MODEL_MAP points it at the built pipeline.
+MODEL_ID = "swarmgen-bench/random-sd"
+# StableDiffusionPipeline's and worker.py's default for non-turbo models; the
+# template's default is 0 (sd-turbo), so devnet jobs set it.
+GUIDANCE = 7.5
 
 
 def log(msg):
@@ -84,32 +95,58 @@ def sync():
         torch.cuda.synchronize()
 
 
-def bench_plain(model_dir, device, dtype, n, steps, size):
-    import torch
-    from diffusers import StableDiffusionPipeline
+class Plain:
+    """(a): one in-process pipeline. Measured twice, before and after the
+    devnet path, so that drift (a loaded shared machine, GPU clocks) shows
+    and the ratio compares like with like: (a) is both runs together."""
 
-    t0 = time.perf_counter()
-    pipe = StableDiffusionPipeline.from_pretrained(model_dir, dtype=dtype, local_files_only=True).to(device)
-    pipe.set_progress_bar_config(disable=True)
-    sync()
-    load_s = time.perf_counter() - t0
+    def __init__(self, model_dir, device, dtype, steps, size):
+        import torch
+        from diffusers import StableDiffusionPipeline
 
-    def one(seed):
-        pipe(PROMPT, num_inference_steps=steps, width=size, height=size, generator=[torch.Generator("cpu").manual_seed(seed)])
+        self.device, self.steps, self.size = device, steps, size
+        t0 = time.perf_counter()
+        self.pipe = StableDiffusionPipeline.from_pretrained(model_dir, dtype=dtype, local_files_only=True).to(device)
+        self.pipe.set_progress_bar_config(disable=True)
+        sync()
+        self.load_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        self.one(0)  # warm-up: kernels, cuDNN autotuning, allocator
+        sync()
+        self.warmup_s = time.perf_counter() - t0
+        self.runs = []
 
-    t0 = time.perf_counter()
-    one(0)  # warm-up: kernels, cuDNN autotuning, allocator
-    sync()
-    warm_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    for i in range(n):
-        one(1 + i)
-    sync()
-    el = time.perf_counter() - t0
-    del pipe
-    if device == "cuda":
-        torch.cuda.empty_cache()
-    return {"images": n, "seconds": el, "images_per_s": n / el, "load_s": load_s, "warmup_s": warm_s}
+    def one(self, seed):
+        import torch
+
+        self.pipe(PROMPT, num_inference_steps=self.steps, width=self.size, height=self.size, generator=[torch.Generator("cpu").manual_seed(seed)])
+
+    def measure(self, n):
+        t0 = time.perf_counter()
+        for i in range(n):
+            self.one(1 + i)
+        sync()
+        self.runs.append({"images": n, "seconds": time.perf_counter() - t0})
+        return self.result()
+
+    def result(self):
+        images = sum(r["images"] for r in self.runs)
+        secs = sum(r["seconds"] for r in self.runs)
+        return {
+            "images": images,
+            "seconds": secs,
+            "images_per_s": images / secs,
+            "runs_images_per_s": [r["images"] / r["seconds"] for r in self.runs],
+            "load_s": self.load_s,
+            "warmup_s": self.warmup_s,
+        }
+
+    def close(self):
+        import torch
+
+        del self.pipe
+        if self.device == "cuda":
+            torch.cuda.empty_cache()
 
 
 class Worker:
@@ -247,6 +284,48 @@ def bench_cold(python, env, tasks, n):
     return {"images": n, "seconds": total, "images_per_s": n / total, "runs": runs}
 
 
+def ratios(res):
+    """The ratios the goals name, with whether each goal is met."""
+
+    def ips(*path):
+        r = res
+        for k in path:
+            r = (r or {}).get(k)
+        return r
+
+    plain = ips("plain", "images_per_s")
+    jobs, reps = ips("devnet", "jobs", "images_per_s"), ips("devnet", "replicas", "images_per_s")
+    one, batched = ips("batch", "one_at_a_time_images_per_s"), ips("batch", "batched_images_per_s")
+
+    def ratio(name, num, den, goal):
+        v = num / den if num and den else None
+        g = "–"
+        if goal:
+            g = f"≥ {goal}" + ("" if v is None else (": met" if v >= goal else ": not met"))
+        return {"name": name, "value": v, "goal": g, "target": goal}
+
+    return [
+        ratio("network path: (e) one-image jobs / (a) plain loop", jobs, plain, 0.97),
+        ratio("network path, batched: (e) job of replicas / (a) plain loop", reps, plain, None),
+        ratio("batched replicas: (d) one batch / one at a time (warm worker)", batched, one, 1.3),
+        ratio("batched replicas over the network: (e) job of replicas / one-image jobs", reps, jobs, 1.3),
+    ]
+
+
+def bench_devnet(args, env, work, model_dir, cuda, steps, size, n):
+    """(e): the devnet path; see sd_devnet.py."""
+    binary = sd_devnet.find_binary(args.swarmgen, REPO, log)
+    denv = dict(
+        env,
+        SWARMGEN_PYTHON=args.python,
+        SWARMGEN_SDWORKER=WORKER,
+        SWARMGEN_MODEL_MAP=f"{MODEL_ID}={model_dir}",
+    )
+    return sd_devnet.bench_devnet(
+        binary, args.devnet_nodes, denv, work, args.out, MODEL_ID, PROMPT, steps, size, GUIDANCE, n, args.batch, log, require_gpu=cuda
+    )
+
+
 def markdown(res):
     cfg = res["config"]
     lines = [
@@ -265,20 +344,42 @@ def markdown(res):
         lines.append(f"| {name} | {r['images']} | {r['seconds']:.2f} | {r['images_per_s']:.3f} | {notes} |")
 
     a, b, c, d = (res.get(k) for k in ("plain", "warm", "cold", "batch"))
-    row("(a) plain diffusers loop", a, a and "error" not in a and "skipped" not in a and f"load {a['load_s']:.1f}s, warm-up {a['warmup_s']:.1f}s (not counted)")
+    ok = lambda r: r and "error" not in r and "skipped" not in r  # noqa: E731
+    row(
+        "(a) plain diffusers loop",
+        a,
+        ok(a) and f"load {a['load_s']:.1f}s, warm-up {a['warmup_s']:.1f}s (not counted); runs before/after the devnet: "
+        + " / ".join(f"{x:.3f}" for x in a["runs_images_per_s"]),
+    )
+    e = res.get("devnet")
+    if ok(e):
+        nodes = f"{e['nodes']}-node devnet, 1 provider ({e['provider'][-6:]}, {e['jobs']['device'][0]})"
+        row(
+            f"(e) devnet: {e['jobs']['images']} one-image jobs, one after another",
+            e["jobs"],
+            f"{nodes}; submit → bucket; devnet start {e['start_s']:.1f}s + warm-up {e['warmup_s']:.1f}s (not counted)",
+        )
+        row(f"(e) devnet: one job of {e['replicas']['images']} replicas", e["replicas"], f"provider batches {e['replicas']['batch_images']}")
+    else:
+        row("(e) devnet", e, "")
     row(
         "(b) warm worker (stdin protocol)",
         b,
-        b and "error" not in b and "skipped" not in b and f"worker start {b['worker_start_s']:.1f}s + first task {b['first_task_s']:.1f}s (not counted); loads={b['loads']}",
+        ok(b) and f"worker start {b['worker_start_s']:.1f}s + first task {b['first_task_s']:.1f}s (not counted); loads={b['loads']}",
     )
-    row("(c) cold worker per task", c, c and "error" not in c and "skipped" not in c and "process start + imports + load + inference, each task")
-    if d and "error" not in d and "skipped" not in d:
+    row("(c) cold worker per task", c, ok(c) and "process start + imports + load + inference, each task")
+    if ok(d):
         lines.append(f"| (d) {d['batch']} replicas one at a time | {d['batch']} | {d['one_at_a_time_s']:.2f} | {d['one_at_a_time_images_per_s']:.3f} | warm worker |")
         lines.append(
             f"| (d) {d['batch']} replicas as one batch | {d['batch']} | {d['batched_s']:.2f} | {d['batched_images_per_s']:.3f} | x{d['speedup']:.2f}; max pixel diff vs single {d['max_pixel_diff_batched_vs_single']} |"
         )
     else:
         row("(d) batched replicas", d, "")
+    lines.append("")
+    lines.append("| ratio | value | goal |")
+    lines.append("| --- | ---: | --- |")
+    for r in res.get("ratios", []):
+        lines.append(f"| {r['name']} | {'–' if r['value'] is None else format(r['value'], '.3f')} | {r['goal']} |")
     lines.append("")
     lines.append(f"total wall time {res['total_s']:.0f}s")
     return "\n".join(lines) + "\n"
@@ -294,8 +395,10 @@ def main(argv=None):
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--steps", type=int)
     ap.add_argument("--size", type=int)
-    ap.add_argument("--python", default=sys.executable, help="interpreter for worker.py")
-    ap.add_argument("--budget-s", type=float, default=330.0, help="skip sections that would start after this")
+    ap.add_argument("--python", default=sys.executable, help="interpreter for worker.py (also the devnet's SWARMGEN_PYTHON)")
+    ap.add_argument("--swarmgen", help="swarmgen binary for the devnet path (default bin/swarmgen; built with Go if missing)")
+    ap.add_argument("--devnet-nodes", type=int, default=2, help="nodes in the devnet (>= 2; 0 skips the devnet path)")
+    ap.add_argument("--budget-s", type=float, default=450.0, help="skip sections that would start after this")
     args = ap.parse_args(argv)
     t_start = time.perf_counter()
 
@@ -363,7 +466,28 @@ def main(argv=None):
             res[name] = {"error": f"{type(e).__name__}: {e}"[:2000]}
         log(f"{name}: {json.dumps(res[name])[:300]}")
 
-    section("plain", lambda: bench_plain(model_dir, device, dtype, n, steps, size))
+    plain = None
+
+    def plain_first():
+        nonlocal plain
+        plain = Plain(model_dir, device, dtype, steps, size)
+        return plain.measure(n)
+
+    section("plain", plain_first)
+    if args.devnet_nodes:
+        section("devnet", lambda: bench_devnet(args, env, work, model_dir, cuda, steps, size, n))
+    else:
+        res["devnet"] = {"skipped": "--devnet-nodes 0"}
+    if plain is not None:
+        # The second plain run adds to (a); if it fails, (a) keeps the first.
+        if args.devnet_nodes and time.perf_counter() - t_start <= args.budget_s:
+            log("running plain again")
+            try:
+                res["plain"] = plain.measure(n)
+            except Exception as e:  # noqa: BLE001
+                log(f"plain again failed: {e}")
+                res["plain"]["second_run_error"] = f"{type(e).__name__}: {e}"[:500]
+        plain.close()
     w = None
     if not over_budget("warm"):
         try:
@@ -376,6 +500,7 @@ def main(argv=None):
         w.close()
     section("cold", lambda: bench_cold(args.python, env, tasks, cold))
     res["total_s"] = time.perf_counter() - t_start
+    res["ratios"] = ratios(res)
 
     with open(os.path.join(args.out, "bench_sd.json"), "w") as f:
         json.dump(res, f, indent=2)
@@ -383,7 +508,7 @@ def main(argv=None):
     with open(os.path.join(args.out, "bench_sd.md"), "w") as f:
         f.write(md)
     print(md)
-    return 0 if all("error" not in (res.get(k) or {}) for k in ("plain", "warm", "cold", "batch")) else 1
+    return 0 if all("error" not in (res.get(k) or {}) for k in ("plain", "devnet", "warm", "cold", "batch")) else 1
 
 
 if __name__ == "__main__":
