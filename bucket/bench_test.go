@@ -24,13 +24,34 @@ var benchSizes = []struct {
 }{{"1MB", 1 << 20}, {"64MB", 64 << 20}, {"256MB", 256 << 20}}
 
 // benchProvider imports n pseudo-random bytes as one file on a provider.
+// Its host also serves n plain bytes on benchStreamProto, the baseline the
+// fetch is compared with between the same two hosts.
 func benchProvider(b *testing.B, n int) (*Store, cid.Cid) {
-	prov := newStore(b, newHost(b))
+	h := newHost(b)
+	serveBytes(h, n)
+	prov := newStore(b, h)
 	root, _, err := prov.ImportFiles(context.Background(), map[string][]byte{"out.bin": pseudoRandom(uint64(n), n)})
 	if err != nil {
 		b.Fatal(err)
 	}
 	return prov, root
+}
+
+// serveBytes makes h answer every benchStreamProto stream with n bytes,
+// written from memory in 1 MiB buffered writes.
+func serveBytes(h host.Host, n int) {
+	payload := pseudoRandom(1, 1<<20)
+	h.SetStreamHandler(benchStreamProto, func(s network.Stream) {
+		defer s.Close()
+		w := bufio.NewWriterSize(s, fetchWriteBufferSize)
+		for left := n; left > 0; left -= len(payload) {
+			if _, err := w.Write(payload[:min(left, len(payload))]); err != nil {
+				s.Reset()
+				return
+			}
+		}
+		w.Flush()
+	})
 }
 
 // freshClient returns a new client store on a new host connected to prov;
@@ -66,6 +87,8 @@ func (c *cpuClock) report(b *testing.B, n int) {
 
 // BenchmarkFetch measures Store.Fetch (CAR stream, every block verified and
 // stored, durable on disk when Fetch returns) between two loopback hosts.
+// Each iteration also moves the same bytes over a plain stream between the
+// same two hosts: "ratio" is fetch throughput / plain stream throughput.
 func BenchmarkFetch(b *testing.B) { benchFetch(b) }
 
 // BenchmarkFetchMem is BenchmarkFetch with the client's blockstore in
@@ -96,7 +119,7 @@ func benchFetchIn(b *testing.B, dataDir func(*testing.B) string, opts ...Option)
 	for _, sz := range benchSizes {
 		b.Run(sz.name, func(b *testing.B) {
 			prov, root := benchProvider(b, sz.n)
-			var total time.Duration
+			var total, stream time.Duration
 			var cpu cpuClock
 			for i := 0; i < b.N; i++ {
 				b.StopTimer()
@@ -106,6 +129,19 @@ func benchFetchIn(b *testing.B, dataDir func(*testing.B) string, opts ...Option)
 				}
 				cli := freshClient(b, prov, dir, opts...)
 				b.StartTimer()
+				// The same bytes on a plain stream between the same two
+				// hosts, before or after the fetch in turn, so that load
+				// changes on this shared machine hit both alike.
+				plain := func() {
+					start := time.Now()
+					if err := readAll(cli.host, prov.host, sz.n); err != nil {
+						b.Fatal(err)
+					}
+					stream += time.Since(start)
+				}
+				if i%2 == 0 {
+					plain()
+				}
 				start := time.Now()
 				cpu.Start()
 				if err := cli.Fetch(context.Background(), root, prov.host.ID(), int64(sz.n)*2); err != nil {
@@ -113,9 +149,14 @@ func benchFetchIn(b *testing.B, dataDir func(*testing.B) string, opts ...Option)
 				}
 				cpu.Stop()
 				total += time.Since(start)
+				if i%2 == 1 {
+					plain()
+				}
 			}
 			reportMBps(b, sz.n, total)
 			cpu.report(b, sz.n)
+			b.ReportMetric(float64(sz.n)*float64(b.N)/1e6/stream.Seconds(), "stream-MB/s")
+			b.ReportMetric(stream.Seconds()/total.Seconds(), "ratio")
 		})
 	}
 }
@@ -152,18 +193,7 @@ func BenchmarkPlainStream(b *testing.B) {
 	for _, sz := range benchSizes {
 		b.Run(sz.name, func(b *testing.B) {
 			src := newHost(b)
-			payload := pseudoRandom(1, 1<<20)
-			src.SetStreamHandler(benchStreamProto, func(s network.Stream) {
-				defer s.Close()
-				w := bufio.NewWriterSize(s, fetchWriteBufferSize)
-				for left := sz.n; left > 0; left -= len(payload) {
-					if _, err := w.Write(payload[:min(left, len(payload))]); err != nil {
-						s.Reset()
-						return
-					}
-				}
-				w.Flush()
-			})
+			serveBytes(src, sz.n)
 			var total time.Duration
 			var cpu cpuClock
 			for i := 0; i < b.N; i++ {
@@ -206,18 +236,7 @@ func readAll(dst, src host.Host, n int) error {
 func BenchmarkPlainStreamToDisk(b *testing.B) {
 	sz := benchSizes[2]
 	src := newHost(b)
-	payload := pseudoRandom(1, 1<<20)
-	src.SetStreamHandler(benchStreamProto, func(s network.Stream) {
-		defer s.Close()
-		w := bufio.NewWriterSize(s, fetchWriteBufferSize)
-		for left := sz.n; left > 0; left -= len(payload) {
-			if _, err := w.Write(payload[:min(left, len(payload))]); err != nil {
-				s.Reset()
-				return
-			}
-		}
-		w.Flush()
-	})
+	serveBytes(src, sz.n)
 	var total time.Duration
 	for i := 0; i < b.N; i++ {
 		b.StopTimer()
