@@ -98,8 +98,8 @@ func WithBlockTimeout(d time.Duration) Option { return func(c *config) { c.block
 func WithMaxExportBytes(n int64) Option { return func(c *config) { c.maxExport = n } }
 
 // WithInMemory keeps the blockstore in memory (pebble on an in-memory
-// filesystem): nothing persists after Close. For tests, benchmarks and
-// throwaway devnets.
+// filesystem, pack files in memory): nothing persists after Close. For
+// tests, benchmarks and throwaway devnets.
 func WithInMemory() Option { return func(c *config) { c.inMemory = true } }
 
 // Store is a node's blockstore with bitswap, pins and the fetch protocol.
@@ -290,18 +290,18 @@ func (s *Store) serveStart() bool {
 
 func (s *Store) serveDone() { s.serveWG.Done() }
 
-// pebbleOptions tunes pebble for a blockstore: most values are 256 KiB
-// leaves. Value separation keeps them in blob files that compactions do not
-// rewrite (otherwise every leaf is copied once per LSM level), and a larger
-// memtable batches flushes. See docs/bucket.md.
+// pebbleOptions: pebble holds pins, the pack index (small values) and
+// legacy blocks (256 KiB values that earlier versions stored in pebble:
+// value separation keeps them in blob files that compactions do not
+// rewrite). See docs/bucket.md.
 func pebbleOptions() *pebble.Options {
 	o := &pebble.Options{
 		FormatMajorVersion: pebble.FormatValueSeparation,
 		MemTableSize:       64 << 20,
-		// No WAL: blocks are written once (to blob files), not twice. A pin
-		// flushes the memtable before it returns, so everything a pin
-		// reaches is durable; unpinned blocks lost in a crash are garbage
-		// anyway.
+		// No WAL: a pin flushes the memtable before it returns (after the
+		// pack sync that wrote its blocks' index entries), so everything a
+		// pin reaches is durable; index entries and pins lost in a crash
+		// before that are garbage anyway.
 		DisableWAL: true,
 	}
 	o.Experimental.ValueSeparationPolicy = func() pebble.ValueSeparationPolicy {
