@@ -104,8 +104,12 @@ type packStore struct {
 	log *slog.Logger
 
 	syncMu sync.Mutex
-	wmu    sync.Mutex
-	cur    *packFile // appended to; nil until the first append after a rotation
+	// syncErr is the first failed fsync: after one, whether earlier
+	// writes reached the disk is unknown (Linux may drop the dirty pages and
+	// report success next time), so every later sync fails too.
+	syncErr error
+	wmu     sync.Mutex
+	cur     *packFile // appended to; nil until the first append after a rotation
 
 	mu       sync.RWMutex
 	packs    map[uint32]*packFile
@@ -410,6 +414,9 @@ func (p *packStore) delete(h mh.Multihash) (bool, error) {
 func (p *packStore) sync() (int, error) {
 	p.syncMu.Lock()
 	defer p.syncMu.Unlock()
+	if p.syncErr != nil {
+		return 0, p.syncErr
+	}
 	p.wmu.Lock()
 	var dirty []*packFile
 	p.mu.Lock()
@@ -443,7 +450,8 @@ func (p *packStore) sync() (int, error) {
 
 	for i, pf := range dirty {
 		if err := pf.w.syncData(); err != nil {
-			return 0, fmt.Errorf("sync pack %s: %w", packName(pf.id), err)
+			p.syncErr = fmt.Errorf("sync pack %s: %w", packName(pf.id), err)
+			return 0, p.syncErr
 		}
 		pf.synced = sizes[i]
 	}
@@ -461,9 +469,7 @@ func (p *packStore) sync() (int, error) {
 	}
 	if newPacks {
 		if err := p.syncDir(); err != nil {
-			p.mu.Lock()
-			p.newPacks = true
-			p.mu.Unlock()
+			p.syncErr = err
 			return 0, err
 		}
 	}

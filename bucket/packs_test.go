@@ -365,3 +365,55 @@ func copyTree(t testing.TB, from, to string) {
 		t.Fatal(err)
 	}
 }
+
+// failingSyncDir is an in-memory pack directory whose files fail their
+// first fdatasync and then report success, as Linux does once it has
+// dropped the pages it could not write.
+type failingSyncDir struct{ *memPackDir }
+
+type failingSyncWriter struct {
+	packWriter
+	calls *int
+}
+
+var errInjectedSync = errors.New("injected fdatasync failure")
+
+func (d failingSyncDir) create(name string) (packWriter, error) {
+	w, err := d.memPackDir.create(name)
+	return failingSyncWriter{w, new(int)}, err
+}
+
+func (w failingSyncWriter) syncData() error {
+	*w.calls++
+	if *w.calls == 1 {
+		return errInjectedSync
+	}
+	return nil
+}
+
+// TestPackSyncFailureSticks: after a failed fdatasync no pin succeeds (the
+// earlier writes may be lost whatever a later fsync says), and no pin
+// record is written for blocks that may not be on disk.
+func TestPackSyncFailureSticks(t *testing.T) {
+	s, err := New(context.Background(), nil, t.TempDir(), WithInMemory(), WithGCInterval(0), WithLogger(testLogger(t)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.packs.dir = failingSyncDir{newMemPackDir()}
+	ctx := context.Background()
+	blk := rawBlock(t, pseudoRandom(80, 10<<10))
+	if err := s.bs.Put(ctx, blk); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 2; i++ {
+		if err := s.Pin(ctx, blk.Cid(), 0, "x"); !errors.Is(err, errInjectedSync) {
+			t.Fatalf("pin %d after a failed sync: %v, want the sync error", i, err)
+		}
+	}
+	if pins, _ := s.Pins(ctx); len(pins) != 0 {
+		t.Fatalf("pin record written over an unsynced block: %v", pins)
+	}
+	if err := s.Close(); !errors.Is(err, errInjectedSync) {
+		t.Fatalf("close after a failed sync: %v, want the sync error", err)
+	}
+}
