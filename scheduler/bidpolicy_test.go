@@ -26,6 +26,7 @@ func TestBidPolicyDecide(t *testing.T) {
 		slots  int32
 	}{
 		{name: "accepts up to slots+queue", slots: 4},
+		{name: "at most two per slot", pol: func(p *BidPolicy) { p.MaxQueue = 10 }, req: func(r *pb.BidRequest) { r.Tasks = 100 }, slots: 4},
 		{name: "fewer tasks than room", req: func(r *pb.BidRequest) { r.Tasks = 1 }, slots: 1},
 		{name: "partly busy", local: func(l *LocalState) { l.Running = 2; l.Queued = 1 }, slots: 1},
 		{name: "queue full", local: func(l *LocalState) { l.Running = 2; l.Queued = 2 }, reason: ReasonQueueFull},
