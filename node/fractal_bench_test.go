@@ -2,7 +2,6 @@ package node
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -12,6 +11,7 @@ import (
 	"time"
 
 	"github.com/swarmgen/swarmgen/inference"
+	"github.com/swarmgen/swarmgen/jobspec"
 )
 
 // swarmgenBinaryForBench returns $SWARMGEN_BINARY or builds the CLI.
@@ -31,6 +31,22 @@ const (
 	fractalParams = `{"width":512,"height":512,"iterations":2000,"prompt":"bench"}`
 )
 
+// fractalJob is the benchmark's job body (a fixed job seed) and its tasks
+// as the submitter partitions them, so both paths render the same regions:
+// a region's cost depends on its seed many times over.
+func fractalJob(b *testing.B) (string, []jobspec.TaskSpec) {
+	body := fmt.Sprintf(`{"templateID":"fractal","seed":7,"params":{"partitioner":{"num_replicas":%d},"app":%s}}`, fractalTasks, fractalParams)
+	spec, err := jobspec.Parse([]byte(body), jobspec.Builtin(), jobspec.DefaultLimits())
+	if err != nil {
+		b.Fatal(err)
+	}
+	tasks, err := jobspec.Partition(spec, spec.Template, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return body, tasks
+}
+
 // BenchmarkFractalNetworkOverhead runs the same fractal tasks (real
 // `swarmgen app fractal` processes) two ways with the same parallelism (2,
 // the machine's cores): through a 3-node devnet (a submitter that does not
@@ -43,21 +59,22 @@ const (
 func BenchmarkFractalNetworkOverhead(b *testing.B) {
 	bin := swarmgenBinaryForBench(b)
 	var direct, devnet time.Duration
+	body, tasks := fractalJob(b)
 
 	ex := inference.NewProcess(inference.ProcessConfig{SwarmgenBinary: bin, Logger: quietLogger()})
 	root := b.TempDir()
 	runDirect := func(round int) {
 		var wg sync.WaitGroup
 		sem := make(chan struct{}, 2)
-		for i := 0; i < fractalTasks; i++ {
+		for i, ts := range tasks {
 			wg.Add(1)
 			sem <- struct{}{}
 			go func() {
 				defer wg.Done()
 				defer func() { <-sem }()
 				t := &inference.Task{JobID: fmt.Sprintf("direct-%d", round), TaskID: fmt.Sprintf("t%d", i), Index: i, Count: fractalTasks, Attempt: 1,
-					Seed: int64(i), App: inference.App{Kind: inference.KindProcess, Command: []string{"{swarmgen}", "app", "fractal"}},
-					Params: json.RawMessage(fractalParams), Timeout: time.Minute}
+					Seed: ts.Seed, App: inference.App{Kind: inference.KindProcess, Command: []string{"{swarmgen}", "app", "fractal"}},
+					Params: ts.Params, Timeout: time.Minute}
 				dir, err := inference.PrepareTaskDir(root, t)
 				if err != nil {
 					b.Error(err)
@@ -89,7 +106,6 @@ func BenchmarkFractalNetworkOverhead(b *testing.B) {
 		b.Fatal(err)
 	}
 	n := d.Nodes()[0]
-	body := fmt.Sprintf(`{"templateID":"fractal","params":{"partitioner":{"num_replicas":%d},"app":%s}}`, fractalTasks, fractalParams)
 	runDirect(-1) // warm the page cache and the binary
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
