@@ -241,13 +241,6 @@ func hashFromIndexKey(key []byte) (mh.Multihash, error) {
 func (p *packStore) appendSections(buf []byte, entries []packEntry) error {
 	p.wmu.Lock()
 	defer p.wmu.Unlock()
-	if p.cur == nil {
-		if err := p.newPack(); err != nil {
-			return err
-		}
-	}
-	cur := p.cur
-	base := cur.size
 	// Decide which entries to register before writing: the lookups touch
 	// pebble, not the pack.
 	keep := entries[:0:0]
@@ -259,10 +252,9 @@ func (p *packStore) appendSections(buf []byte, entries []packEntry) error {
 		}
 		keep = append(keep, e)
 	}
-	n, err := cur.w.WriteAt(buf, base)
-	cur.size += int64(n)
+	cur, base, err := p.writeCur(buf)
 	if err != nil {
-		return fmt.Errorf("append to pack %s: %w", packName(cur.id), err)
+		return err
 	}
 	p.mu.Lock()
 	for _, e := range keep {
@@ -276,6 +268,24 @@ func (p *packStore) appendSections(buf []byte, entries []packEntry) error {
 	// does not pile up and the final fsync is short.
 	cur.w.writeback(cur.size)
 	return nil
+}
+
+// writeCur appends buf to the current pack, creating one if there is
+// none, and returns the pack and the offset buf landed at. wmu is held.
+func (p *packStore) writeCur(buf []byte) (*packFile, int64, error) {
+	if p.cur == nil {
+		if err := p.newPack(); err != nil {
+			return nil, 0, err
+		}
+	}
+	cur := p.cur
+	base := cur.size
+	n, err := cur.w.WriteAt(buf, base)
+	cur.size += int64(n)
+	if err != nil {
+		return nil, 0, fmt.Errorf("append to pack %s: %w", packName(cur.id), err)
+	}
+	return cur, base, nil
 }
 
 // newPack creates the next pack file and makes it current. wmu is held.
@@ -380,25 +390,29 @@ func (p *packStore) read(h mh.Multihash, dst []byte, checkCRC bool) ([]byte, boo
 func (p *packStore) delete(h mh.Multihash) (bool, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if l, ok := p.pending[string(h)]; ok {
+	l, shadowing := p.pending[string(h)]
+	if shadowing {
 		delete(p.pending, string(h))
 		p.packs[l.pack].live -= int64(l.n)
-		return true, nil
 	}
+	// A pending entry can shadow a durable one only when compact moved the
+	// block; that durable entry's bytes were already taken off its pack's
+	// live count.
 	key := packIndexKey(h)
 	v, closer, err := p.db.Get(key)
 	if errors.Is(err, pebble.ErrNotFound) {
-		return false, nil
+		return shadowing, nil
 	}
 	if err != nil {
 		return false, fmt.Errorf("pack index: %w", err)
 	}
-	l, derr := decodePackLoc(v)
+	dl, derr := decodePackLoc(v)
 	closer.Close()
+	l = dl
 	if err := p.db.Delete(key, pebble.NoSync); err != nil {
 		return false, fmt.Errorf("pack index: %w", err)
 	}
-	if derr == nil {
+	if derr == nil && !shadowing {
 		if pf := p.packs[l.pack]; pf != nil {
 			pf.live -= int64(l.n)
 		}
@@ -563,6 +577,110 @@ func (p *packStore) reclaim() (int64, error) {
 		freed += pf.size
 	}
 	return freed, nil
+}
+
+// sparse lists the packs (not current, closed for writing, no pending
+// entries) of which less than half the bytes are live: compact copies their
+// live blocks to the current pack so that reclaim can remove them.
+func (p *packStore) sparse() map[uint32]bool {
+	p.wmu.Lock()
+	cur := p.cur
+	p.wmu.Unlock()
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	out := map[uint32]bool{}
+	for id, pf := range p.packs {
+		if pf != cur && pf.w == nil && pf.live > 0 && pf.live < pf.size/2 {
+			out[id] = true
+		}
+	}
+	for _, l := range p.pending {
+		delete(out, l.pack)
+	}
+	return out
+}
+
+// compact appends the live blocks of the packs in ids to the current pack
+// (read back with their CRC checked) and registers their new places, which
+// shadow the old index entries until the next sync overwrites them; the
+// old packs' live bytes drop to zero. The caller (GC, with writers held
+// off) then syncs, flushes pebble and reclaims. It returns the bytes moved.
+func (p *packStore) compact(ids map[uint32]bool) (int64, error) {
+	type move struct {
+		hash mh.Multihash
+		loc  packLoc
+	}
+	var moves []move
+	err := p.scanIndex(func(key []byte, l packLoc) error {
+		if !ids[l.pack] {
+			return nil
+		}
+		h, err := hashFromIndexKey(key)
+		if err != nil {
+			return nil // bad key: left where it is
+		}
+		moves = append(moves, move{h, l})
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	var moved int64
+	var buf []byte
+	var entries []packEntry
+	var olds []packLoc
+	flush := func() error {
+		if len(entries) == 0 {
+			return nil
+		}
+		err := p.appendMoved(buf, entries, olds)
+		buf, entries, olds = buf[:0], entries[:0], olds[:0]
+		return err
+	}
+	for _, m := range moves {
+		data, ok, err := p.read(m.hash, nil, true)
+		if err != nil || !ok {
+			// Unreadable or gone: leave it (its pack then stays).
+			p.log.Warn("compaction skipped a block", "hash", m.hash.B58String(), "err", err)
+			continue
+		}
+		buf = sectionHeader(buf, cid.NewCidV1(cid.Raw, m.hash), len(data))
+		entries = append(entries, packEntry{hash: m.hash, loc: packLoc{off: int64(len(buf)), n: uint32(len(data)), crc: m.loc.crc}})
+		olds = append(olds, m.loc)
+		buf = append(buf, data...)
+		moved += int64(len(data))
+		if len(buf) >= fetchSlabSize {
+			if err := flush(); err != nil {
+				return moved, err
+			}
+		}
+	}
+	return moved, flush()
+}
+
+// appendMoved is appendSections for compact: every entry is registered,
+// shadowing its durable entry at olds[i], whose bytes leave their pack's
+// live count.
+func (p *packStore) appendMoved(buf []byte, entries []packEntry, olds []packLoc) error {
+	p.wmu.Lock()
+	defer p.wmu.Unlock()
+	cur, base, err := p.writeCur(buf)
+	if err != nil {
+		return err
+	}
+	p.mu.Lock()
+	for i, e := range entries {
+		l := e.loc
+		l.pack, l.off = cur.id, base+l.off
+		p.pending[string(e.hash)] = l
+		cur.live += int64(l.n)
+		if old := p.packs[olds[i].pack]; old != nil {
+			old.live -= int64(olds[i].n)
+		}
+	}
+	p.mu.Unlock()
+	cur.w.writeback(cur.size)
+	return nil
 }
 
 // pendingBytes reports the bytes of blocks not yet durable (tests).

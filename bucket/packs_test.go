@@ -37,6 +37,18 @@ func openAt(t testing.TB, dir string) *Store {
 	return s
 }
 
+// retirePack ends the current pack (as a sync does at 64 MiB) and syncs:
+// the next write starts a new pack.
+func retirePack(t testing.TB, s *Store) {
+	t.Helper()
+	s.packs.wmu.Lock()
+	s.packs.cur = nil
+	s.packs.wmu.Unlock()
+	if _, err := s.packs.sync(); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // indexed reports whether pebble (not the in-memory pending set) holds an
 // index entry for c.
 func indexed(t testing.TB, s *Store, c cid.Cid) bool {
@@ -191,12 +203,7 @@ func TestGCRemovesPacks(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The next write goes to a new pack: the first one is not current.
-	s.packs.wmu.Lock()
-	s.packs.cur = nil
-	s.packs.wmu.Unlock()
-	if _, err := s.packs.sync(); err != nil {
-		t.Fatal(err)
-	}
+	retirePack(t, s)
 	other, _, err := s.ImportFiles(ctx, map[string][]byte{"b": pseudoRandom(75, 1<<20)})
 	if err != nil {
 		t.Fatal(err)
@@ -415,5 +422,108 @@ func TestPackSyncFailureSticks(t *testing.T) {
 	}
 	if err := s.Close(); !errors.Is(err, errInjectedSync) {
 		t.Fatalf("close after a failed sync: %v, want the sync error", err)
+	}
+}
+
+// TestGCCompactsSparsePacks: a pack less than half live has its live blocks
+// copied to the current pack and is removed; the live DAG survives, also
+// across a reopen, and a block deleted after the move stays deleted.
+func TestGCCompactsSparsePacks(t *testing.T) {
+	dir := t.TempDir()
+	ctx := context.Background()
+	s := openAt(t, dir)
+	keep, _, err := s.ImportFiles(ctx, map[string][]byte{"k": pseudoRandom(81, 1<<20)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	drop, _, err := s.ImportFiles(ctx, map[string][]byte{"d": pseudoRandom(82, 3<<20)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Both DAGs are in one pack; retire it so that it can be compacted.
+	retirePack(t, s)
+	before := packFiles(t, dir)
+	if len(before) != 1 {
+		t.Fatalf("packs %v, want one", before)
+	}
+	if err := s.Unpin(ctx, drop); err != nil {
+		t.Fatal(err)
+	}
+	st, err := s.GC(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.PacksCompacted != 1 || st.PackBytesMoved < 1<<20 || st.PackBytesFreed < 4<<20 {
+		t.Fatalf("GC stats %+v: want one pack compacted, > 1 MiB moved, the old pack (> 4 MiB) freed", st)
+	}
+	after := packFiles(t, dir)
+	if len(after) != 1 || after[0] == before[0] {
+		t.Fatalf("packs after GC %v (before %v): want one new pack", after, before)
+	}
+	if err := s.checkComplete(ctx, keep); err != nil {
+		t.Fatalf("live DAG after compaction: %v", err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s2 := openAt(t, dir)
+	defer s2.Close()
+	if err := s2.checkComplete(ctx, keep); err != nil {
+		t.Fatalf("live DAG after compaction and reopen: %v", err)
+	}
+	leaf := leafOf(t, s2, keep)
+	if err := s2.bs.DeleteBlock(ctx, leaf); err != nil {
+		t.Fatal(err)
+	}
+	if has, _ := s2.Has(ctx, leaf); has {
+		t.Fatal("a moved block survived its deletion")
+	}
+}
+
+// TestDeleteMovedBlock: deleting a block that compaction has moved but not
+// yet synced removes both its new and its old index entry.
+func TestDeleteMovedBlock(t *testing.T) {
+	dir := t.TempDir()
+	ctx := context.Background()
+	s := openAt(t, dir)
+	small, big := rawBlock(t, pseudoRandom(83, 10<<10)), rawBlock(t, pseudoRandom(84, 100<<10))
+	if err := s.bs.PutMany(ctx, []blocks.Block{small, big}); err != nil {
+		t.Fatal(err)
+	}
+	retirePack(t, s)
+	if err := s.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.bs.DeleteBlock(ctx, big.Cid()); err != nil {
+		t.Fatal(err)
+	}
+	sparse := s.packs.sparse()
+	if len(sparse) != 1 {
+		t.Fatalf("sparse packs %v, want one", sparse)
+	}
+	if _, err := s.packs.compact(sparse); err != nil {
+		t.Fatal(err)
+	}
+	if !indexed(t, s, small.Cid()) || s.packs.pendingBytes() != int64(len(small.RawData())) {
+		t.Fatal("moved block not pending over its durable entry")
+	}
+	if err := s.bs.DeleteBlock(ctx, small.Cid()); err != nil {
+		t.Fatal(err)
+	}
+	if indexed(t, s, small.Cid()) || s.packs.pendingBytes() != 0 {
+		t.Fatal("deleting a moved block left an index entry")
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s2 := openAt(t, dir)
+	defer s2.Close()
+	for _, b := range []blocks.Block{small, big} {
+		if has, _ := s2.Has(ctx, b.Cid()); has {
+			t.Fatalf("deleted block %s back after reopen", b.Cid())
+		}
+	}
+	if n := len(packFiles(t, dir)); n != 0 {
+		t.Fatalf("%d packs left with nothing live in them", n)
 	}
 }

@@ -178,6 +178,10 @@ type GCStats struct {
 	// PackBytesFreed counts pack file bytes removed: packs none of whose
 	// blocks is left.
 	PackBytesFreed int64
+	// PacksCompacted counts packs less than half live whose live blocks
+	// (PackBytesMoved bytes) were copied to the current pack.
+	PacksCompacted int
+	PackBytesMoved int64
 }
 
 // GC removes expired pins, then deletes every block not reachable from a
@@ -234,23 +238,42 @@ func (s *Store) GC(ctx context.Context) (GCStats, error) {
 		}
 		st.BlocksRemoved++
 	}
-	if st.BlocksRemoved > 0 {
-		// Make the index deletions durable before removing packs, so that
-		// no durable index entry points at a removed pack.
-		if err := s.ds.DB.Flush(); err != nil {
-			return st, fmt.Errorf("gc: flush: %w", err)
-		}
-		freed, err := s.packs.reclaim()
-		st.PackBytesFreed = freed
-		if err != nil {
-			return st, fmt.Errorf("gc: %w", err)
-		}
+	if err := s.reclaimPacks(&st); err != nil {
+		return st, fmt.Errorf("gc: %w", err)
 	}
 	if st.BlocksRemoved > 0 || st.ExpiredPins > 0 {
 		s.log.Info("gc done", "expiredPins", st.ExpiredPins, "livePins", st.LivePins,
-			"blocksKept", st.BlocksKept, "blocksRemoved", st.BlocksRemoved, "packBytesFreed", st.PackBytesFreed)
+			"blocksKept", st.BlocksKept, "blocksRemoved", st.BlocksRemoved, "packBytesFreed", st.PackBytesFreed,
+			"packsCompacted", st.PacksCompacted, "packBytesMoved", st.PackBytesMoved)
 	}
 	return st, nil
+}
+
+// reclaimPacks removes the packs nothing live is left in, after copying
+// the live blocks out of packs that are less than half live. Index changes
+// (deletions, moved blocks) are synced and flushed first, so that no
+// durable index entry points at a removed pack. GC's write lock is held.
+func (s *Store) reclaimPacks(st *GCStats) error {
+	if sparse := s.packs.sparse(); len(sparse) > 0 {
+		moved, err := s.packs.compact(sparse)
+		st.PackBytesMoved = moved
+		if err != nil {
+			return err
+		}
+		st.PacksCompacted = len(sparse)
+	}
+	if st.BlocksRemoved == 0 && st.PacksCompacted == 0 {
+		return nil
+	}
+	if err := s.syncPacks(); err != nil {
+		return err
+	}
+	if err := s.ds.DB.Flush(); err != nil {
+		return fmt.Errorf("flush: %w", err)
+	}
+	freed, err := s.packs.reclaim()
+	st.PackBytesFreed = freed
+	return err
 }
 
 // mark adds every locally present block reachable from root to live. Raw
