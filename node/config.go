@@ -50,6 +50,11 @@ type Config struct {
 	Python string
 	// TemplateDir adds templates from a directory.
 	TemplateDir string
+	// TaskDir is where a provider makes its task directories (the app
+	// contract's params.json, input/, output/); empty = DataDir/tasks. A
+	// tmpfs here saves a few file-system operations per task, which is most
+	// of a tiny task's cost on a slow disk.
+	TaskDir string
 	// SwarmgenBinary is the path of the swarmgen binary that process apps
 	// run as "{swarmgen} app <name>"; empty = this executable.
 	SwarmgenBinary string

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -342,13 +343,18 @@ func TestJobInputsReachTasks(t *testing.T) {
 }
 
 // Small results travel inline with the signed result: the submitter
-// verifies and stores them without a fetch stream.
+// verifies and stores them without a fetch stream. (The providers also
+// make their task dirs in a configured TaskDir.)
 func TestSmallResultsTravelInline(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	taskDirs := t.TempDir()
 	d, err := StartDevnet(ctx, DevnetConfig{Nodes: 3, API: "127.0.0.1:0", DataDir: t.TempDir(), Logger: quietLogger(),
-		Configure: func(i int, c *Config) { c.Provide = i != 0 },
-		Options:   []Option{WithExecutor(inference.KindProcess, inference.NewInProcess(apps.Funcs())), WithSchedulerConfig(fastScheduler())}})
+		Configure: func(i int, c *Config) {
+			c.Provide = i != 0
+			c.TaskDir = filepath.Join(taskDirs, fmt.Sprint(i))
+		},
+		Options: []Option{WithExecutor(inference.KindProcess, inference.NewInProcess(apps.Funcs())), WithSchedulerConfig(fastScheduler())}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -379,5 +385,14 @@ func TestSmallResultsTravelInline(t *testing.T) {
 	}
 	if stats.Inline != 6 || stats.Fetched != 0 {
 		t.Fatalf("results inline %d, fetched %d; want 6 and 0", stats.Inline, stats.Fetched)
+	}
+	used := 0
+	for i := 1; i <= 2; i++ {
+		if _, err := os.Stat(filepath.Join(taskDirs, fmt.Sprint(i))); err == nil {
+			used++
+		}
+	}
+	if used == 0 {
+		t.Fatal("no provider made its task dirs in its TaskDir")
 	}
 }

@@ -2,6 +2,7 @@ package node
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -84,7 +85,7 @@ func newProvider(n *Node, reg *jobspec.Registry, execs map[string]inference.Exec
 			Slots:              slots,
 		},
 		execs:    execs,
-		taskRoot: filepath.Join(n.cfg.DataDir, "tasks"),
+		taskRoot: cmp.Or(n.cfg.TaskDir, filepath.Join(n.cfg.DataDir, "tasks")),
 		queue:    scheduler.NewQueue(5 * slots),
 		tasks:    map[taskKey]*providerTask{},
 		wake:     make(chan struct{}, 1),

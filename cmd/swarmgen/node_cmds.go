@@ -50,6 +50,7 @@ func nodeCommand(e *cmdEnv) *cli.Command {
 				&cli.BoolFlag{Name: "no-provide", EnvVars: env("no-provide"), Usage: "take no tasks from others (submit only)"},
 				&cli.StringFlag{Name: "python", EnvVars: env("python"), Usage: "Python interpreter for Python apps (Stable Diffusion)"},
 				&cli.StringFlag{Name: "template-dir", EnvVars: env("template-dir"), Usage: "load extra templates from this directory"},
+				&cli.StringFlag{Name: "task-dir", EnvVars: env("task-dir"), Usage: "make task directories here (default <data-dir>/tasks; a tmpfs makes small tasks cheaper)"},
 				&cli.Int64Flag{Name: "price-per-task", EnvVars: env("price-per-task"), Usage: "asking price per task, in micro-units"},
 			},
 			Action: func(c *cli.Context) error {
@@ -141,6 +142,7 @@ func nodeConfig(c *cli.Context) (node.Config, error) {
 	cfg.Provide = !c.Bool("no-provide")
 	cfg.Python = c.String("python")
 	cfg.TemplateDir = c.String("template-dir")
+	cfg.TaskDir = c.String("task-dir")
 	cfg.PricePerTaskMicros = c.Int64("price-per-task")
 	if cfg.PricePerTaskMicros < 0 {
 		return cfg, usageErrorf("--price-per-task %d: must be >= 0", cfg.PricePerTaskMicros)
