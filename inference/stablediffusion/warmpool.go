@@ -1,6 +1,7 @@
 package stablediffusion
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -12,6 +13,7 @@ import (
 	"sort"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/swarmgen/swarmgen/inference"
@@ -23,6 +25,9 @@ const (
 	DefaultStartTimeout = 3 * time.Minute
 	// MaxBatch bounds the task dirs of one RunBatch (worker.py's limit).
 	MaxBatch = 64
+	// DefaultMaxMergeImages is worker.py's default images per pipeline call
+	// (SWARMGEN_SD_MAX_BATCH).
+	DefaultMaxMergeImages = 8
 )
 
 // ErrBatch reports a RunBatch call that cannot run as one batch.
@@ -51,6 +56,12 @@ type WarmConfig struct {
 	LogCap int
 	// Logger receives structured logs (default slog.Default()).
 	Logger *slog.Logger
+	// MaxMergeImages bounds the images of calls merged into one worker
+	// request (see WarmPool). Default: SWARMGEN_SD_MAX_BATCH from Env or
+	// the environment, else DefaultMaxMergeImages — the worker's own
+	// per-call limit, which exists for GPU memory, so a merged request is
+	// never split into several pipeline calls. 1 turns merging off.
+	MaxMergeImages int
 }
 
 type workerKey struct{ model, gpu string }
@@ -64,9 +75,12 @@ type worker struct {
 	p *proc // guarded by slot
 
 	mu       sync.Mutex // guards the fields below (read by Stats without the slot)
+	queue    []*call    // calls waiting for slot, oldest first
 	pid      int
 	loads    int
 	tasks    int
+	requests int
+	merged   int
 	starts   int
 	served   bool // a request completed since the last start: the model is loaded
 	lastUsed time.Time
@@ -81,6 +95,8 @@ type WorkerStats struct {
 	Loaded   bool // the process has served a request, so its model is in memory
 	Loads    int  // pipelines loaded by the current process
 	Tasks    int  // tasks served, over all processes
+	Requests int  // task requests sent to processes; a merged request counts once
+	Merged   int  // Run/RunBatch calls served inside another call's request
 	Restarts int  // processes started after the first one (crash, cancel, idle stop)
 	LastUsed time.Time
 }
@@ -94,10 +110,17 @@ type WorkerStats struct {
 // mid-step); the next task for that model starts a fresh one.
 //
 // A WarmPool is safe for concurrent use; calls for the same worker queue.
+// When the worker becomes free, the queued call that gets it takes every
+// other queued call that can share its pipeline call (same app params but
+// seed and num_images; up to MaxBatch task dirs and MaxMergeImages images)
+// and sends them as one request, so replicas that reach a busy provider as
+// separate Run calls still run as one batch. A call that finds the worker
+// free runs at once, alone: nothing ever waits for company.
 // It owns every process and goroutine it starts; Close ends them all.
 type WarmPool struct {
-	cfg WarmConfig
-	log *slog.Logger
+	cfg         WarmConfig
+	log         *slog.Logger
+	mergeImages int
 
 	mu      sync.Mutex
 	workers map[workerKey]*worker
@@ -134,11 +157,22 @@ func NewWarmPool(cfg WarmConfig) *WarmPool {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	if cfg.MaxMergeImages <= 0 {
+		cfg.MaxMergeImages = DefaultMaxMergeImages
+		v, ok := cfg.Env["SWARMGEN_SD_MAX_BATCH"]
+		if !ok {
+			v = os.Getenv("SWARMGEN_SD_MAX_BATCH")
+		}
+		if n, err := strconv.Atoi(v); err == nil && n > 0 {
+			cfg.MaxMergeImages = n
+		}
+	}
 	p := &WarmPool{
-		cfg:     cfg,
-		log:     cfg.Logger.With("component", "sd-warm-pool"),
-		workers: make(map[workerKey]*worker),
-		stop:    make(chan struct{}),
+		cfg:         cfg,
+		log:         cfg.Logger.With("component", "sd-warm-pool"),
+		mergeImages: cfg.MaxMergeImages,
+		workers:     make(map[workerKey]*worker),
+		stop:        make(chan struct{}),
 	}
 	p.reaper.Add(1)
 	go p.reap()
@@ -177,7 +211,9 @@ func (p *WarmPool) Available(ctx context.Context) error {
 
 // Run runs one task on a warm worker; see inference.Executor. A task the
 // worker rejects returns its Result (ExitCode 2 bad params, 3 model
-// unavailable, 1 other) and an error wrapping inference.ErrExit.
+// unavailable, 1 other) and an error wrapping inference.ErrExit. While the
+// worker is busy, Run may be merged with other waiting calls (see WarmPool
+// and RunBatch for what that means for progress and cancellation).
 func (p *WarmPool) Run(ctx context.Context, t *inference.Task, dir string, progress inference.Progress) (*inference.Result, error) {
 	var pf func(int, float64)
 	if progress != nil {
@@ -201,8 +237,19 @@ func (p *WarmPool) Run(ctx context.Context, t *inference.Task, dir string, progr
 // one worker. Tasks that share prompt, size, steps, guidance, scheduler and
 // LoRA become one pipeline call with a generator per task seed, so each
 // image equals its unbatched run within floating-point tolerance.
-// progress(i, f) reports task i (called from RunBatch's goroutine; may be
-// nil). A task the worker rejects has ExitCode != 0 and the reason in its
+// progress(i, f) reports task i (may be nil); it is called from one
+// goroutine at a time — another caller's when this call was merged into
+// its request — and never after RunBatch returns.
+//
+// A call waiting for a busy worker may be merged with other waiting calls
+// into one worker request (see WarmPool). A call cancelled while it waits
+// just leaves. Once its request runs, the worker is killed only when every
+// call in the request has been cancelled or timed out (as for the tasks of
+// one RunBatch); a call that ends alone waits for the request to finish so
+// that nothing still writes into its task dirs after it returns, then
+// returns ErrCancelled or ErrTimeout with failed results.
+//
+// A task the worker rejects has ExitCode != 0 and the reason in its
 // Log; err is nil then. err is non-nil when the batch as a whole failed
 // (invalid batch, cancel → inference.ErrCancelled, timeout →
 // inference.ErrTimeout, worker crash → inference.ErrExit, no worker →
@@ -252,12 +299,10 @@ func (p *WarmPool) runBatch(ctx context.Context, tasks []*inference.Task, dirs [
 		ctx, cancel = context.WithTimeoutCause(ctx, timeout, inference.ErrTimeout)
 		defer cancel()
 	}
-	w, err := p.acquire(ctx, model)
-	if err != nil {
-		return nil, nil, ctxErr(ctx, err)
-	}
-	defer p.release(w)
-	return p.serveRequest(ctx, w, tasks, abs, progress)
+	key, images := mergeKeyOf(tasks)
+	c := &call{ctx: ctx, tasks: tasks, dirs: abs, progress: progress, key: key, images: images,
+		claimedCh: make(chan struct{}), done: make(chan struct{})}
+	return p.queue(model, c)
 }
 
 // Preload starts a worker for model (if none runs) and loads the model
@@ -655,7 +700,7 @@ func (p *WarmPool) Stats() []WorkerStats {
 		w.mu.Lock()
 		out = append(out, WorkerStats{
 			Model: w.key.model, GPU: w.key.gpu, PID: w.pid, Loaded: w.served, Loads: w.loads,
-			Tasks: w.tasks, Restarts: max(w.starts-1, 0), LastUsed: w.lastUsed,
+			Tasks: w.tasks, Requests: w.requests, Merged: w.merged, Restarts: max(w.starts-1, 0), LastUsed: w.lastUsed,
 		})
 		w.mu.Unlock()
 	}
@@ -733,4 +778,251 @@ func jsonLine(v any) ([]byte, error) {
 		return nil, fmt.Errorf("encode sd worker request: %w", err)
 	}
 	return append(b, '\n'), nil
+}
+
+// call is one Run or RunBatch waiting for, or being served by, a worker.
+// Calls that wait for the same worker and share a merge key are served as
+// one worker request (one pipeline call for the worker).
+type call struct {
+	ctx      context.Context // the caller's, with the tasks' timeout
+	tasks    []*inference.Task
+	dirs     []string // absolute
+	progress func(int, float64)
+	key      string // merge key; "" never merges
+	images   int
+
+	claimed   bool          // guarded by the worker's mu: a leader took it into its batch
+	claimedCh chan struct{} // closed when claimed is set
+
+	// Set by the leader before done is closed.
+	done chan struct{}
+	res  []*inference.Result
+	msgs []string
+	err  error
+}
+
+// queue runs c on model's worker. c waits in the worker's queue; whichever
+// waiting call gets the worker first (the leader) takes every compatible
+// waiting call along (see collectLocked) and serves them as one request. A
+// call that is alone runs at once: merging happens only while the worker is
+// busy anyway, so it adds no latency.
+func (p *WarmPool) queue(model string, c *call) ([]*inference.Result, []string, error) {
+	for {
+		w, err := p.pick(model)
+		if err != nil {
+			return nil, nil, ctxErr(c.ctx, err)
+		}
+		w.mu.Lock()
+		w.queue = append(w.queue, c)
+		w.mu.Unlock()
+		select {
+		case w.slot <- struct{}{}:
+		case <-c.claimedCh:
+			<-c.done
+			return c.res, c.msgs, c.err
+		case <-c.ctx.Done():
+			w.mu.Lock()
+			claimed := c.claimed
+			if !claimed {
+				w.dequeueLocked(c)
+			}
+			w.mu.Unlock()
+			if claimed { // taken into a batch just now: its leader answers
+				<-c.done
+				return c.res, c.msgs, c.err
+			}
+			return nil, nil, ctxErr(c.ctx, context.Cause(c.ctx))
+		}
+		// We hold the slot, so nobody can claim c from here on.
+		w.mu.Lock()
+		if c.claimed { // select picked the slot though c was claimed too
+			w.mu.Unlock()
+			<-w.slot
+			<-c.done
+			return c.res, c.msgs, c.err
+		}
+		w.dequeueLocked(c)
+		if w.removed { // the reaper retired it while we waited; pick again
+			w.mu.Unlock()
+			<-w.slot
+			continue
+		}
+		if c.ctx.Err() != nil {
+			w.mu.Unlock()
+			<-w.slot
+			return nil, nil, ctxErr(c.ctx, context.Cause(c.ctx))
+		}
+		batch := p.collectLocked(w, c)
+		w.mu.Unlock()
+		p.serveBatch(w, batch)
+		p.release(w)
+		return c.res, c.msgs, c.err
+	}
+}
+
+// dequeueLocked removes c from w's queue. Caller holds w.mu.
+func (w *worker) dequeueLocked(c *call) {
+	for i, q := range w.queue {
+		if q == c {
+			w.queue = append(w.queue[:i], w.queue[i+1:]...)
+			return
+		}
+	}
+}
+
+// collectLocked returns leader followed by the waiting calls it takes along,
+// oldest first: calls with leader's merge key whose context is live, while
+// the batch stays within MaxBatch task dirs and the pool's merge limit in
+// images. It marks them claimed and removes them from the queue. Caller
+// holds w.mu and w's slot.
+func (p *WarmPool) collectLocked(w *worker, leader *call) []*call {
+	batch := []*call{leader}
+	if leader.key == "" {
+		return batch
+	}
+	dirs, images := len(leader.dirs), leader.images
+	kept := w.queue[:0]
+	for _, q := range w.queue {
+		if q.key == leader.key && q.ctx.Err() == nil && dirs+len(q.dirs) <= MaxBatch && images+q.images <= p.mergeImages {
+			dirs += len(q.dirs)
+			images += q.images
+			q.claimed = true
+			close(q.claimedCh)
+			batch = append(batch, q)
+			continue
+		}
+		kept = append(kept, q)
+	}
+	clear(w.queue[len(kept):])
+	w.queue = kept
+	return batch
+}
+
+// serveBatch sends the calls of batch as one request to w and hands each
+// call its own results, messages and error, then closes its done channel.
+// Progress goes to each call's callback (from this goroutine, while its
+// caller waits). The request is cancelled (the worker killed) only when
+// every call's context has ended — as RunBatch does for its tasks; a call
+// whose context ended while the others' work went on gets failed results
+// and ErrCancelled or ErrTimeout when the request ends. Caller holds w's
+// slot.
+func (p *WarmPool) serveBatch(w *worker, batch []*call) {
+	ctx, cancel := context.WithCancelCause(context.Background())
+	defer cancel(nil)
+	var live atomic.Int32
+	live.Store(int32(len(batch)))
+	var tasks []*inference.Task
+	var dirs []string
+	offsets := make([]int, len(batch))
+	for i, c := range batch {
+		stop := context.AfterFunc(c.ctx, func() {
+			if live.Add(-1) == 0 {
+				cancel(context.Cause(c.ctx))
+			}
+		})
+		defer stop()
+		offsets[i] = len(dirs)
+		tasks = append(tasks, c.tasks...)
+		dirs = append(dirs, c.dirs...)
+	}
+	progress := func(i int, f float64) {
+		j := sort.Search(len(offsets), func(j int) bool { return offsets[j] > i }) - 1
+		if c := batch[j]; c.progress != nil {
+			c.progress(i-offsets[j], f)
+		}
+	}
+	if len(batch) > 1 {
+		p.log.Debug("merged waiting requests", "model", w.key.model, "gpu", w.key.gpu, "calls", len(batch), "tasks", len(dirs))
+	}
+	w.mu.Lock()
+	w.requests++
+	w.merged += len(batch) - 1
+	w.mu.Unlock()
+
+	res, msgs, err := p.serveRequest(ctx, w, tasks, dirs, progress)
+	for i, c := range batch {
+		lo, hi := offsets[i], offsets[i]+len(c.dirs)
+		switch {
+		case ctx.Err() != nil:
+			// Every call's context ended and the worker was killed (or
+			// never started): each caller gets its own reason.
+			c.err = ctxErr(c.ctx, errors.New("sd worker killed"))
+			if res != nil {
+				c.res = res[lo:hi]
+			}
+		case c.ctx.Err() != nil:
+			// The others' work went on; this call's outputs may exist but
+			// its caller gave up on them.
+			c.err = ctxErr(c.ctx, errors.New("ended while its merged request ran on"))
+			if res != nil {
+				c.res = make([]*inference.Result, 0, hi-lo)
+				for _, r := range res[lo:hi] {
+					f := *r
+					f.ExitCode = -1
+					f.Log = capLog(r.Log, "sd: "+c.err.Error()+"\n", p.cfg.LogCap)
+					c.res = append(c.res, &f)
+				}
+			}
+		default:
+			c.err = err
+			if res != nil {
+				c.res = res[lo:hi]
+			}
+			if msgs != nil {
+				c.msgs = msgs[lo:hi]
+			}
+		}
+		close(c.done)
+	}
+}
+
+// mergeKeyOf returns the key under which a call's tasks may share a
+// pipeline call with other calls' tasks, and how many images they make. The
+// key is the tasks' app params without what a batch may vary per task
+// (seed, num_images; model is the worker's key already), compacted, with
+// keys sorted. It is "" — never merge — when the tasks disagree or a
+// params object does not decode; worker.py then judges them alone. Equal
+// keys imply equal sdparams.batch_key; the converse need not hold (a
+// default spelled out differs from one left out), which only costs a merge.
+func mergeKeyOf(tasks []*inference.Task) (string, int) {
+	key, images := "", 0
+	for i, t := range tasks {
+		k, n := mergeKey(t.Params)
+		if k == "" || (i > 0 && k != key) {
+			return "", 0
+		}
+		key = k
+		images += n
+	}
+	return key, images
+}
+
+func mergeKey(params json.RawMessage) (string, int) {
+	var app map[string]json.RawMessage
+	if len(params) == 0 || json.Unmarshal(params, &app) != nil || app == nil {
+		return "", 0
+	}
+	images := 1
+	if raw, ok := app["num_images"]; ok {
+		n, err := strconv.Atoi(string(raw))
+		if err != nil || n < 1 || n > MaxBatch {
+			return "", 0
+		}
+		images = n
+	}
+	delete(app, "seed")
+	delete(app, "num_images")
+	delete(app, "model")
+	for k, v := range app {
+		var b bytes.Buffer
+		if json.Compact(&b, v) != nil {
+			return "", 0
+		}
+		app[k] = b.Bytes()
+	}
+	b, err := json.Marshal(app) // sorts the keys
+	if err != nil {
+		return "", 0
+	}
+	return string(b), images
 }

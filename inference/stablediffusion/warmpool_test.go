@@ -163,8 +163,8 @@ func onlyStats(t *testing.T, p *WarmPool) WorkerStats {
 }
 
 // TestWarmPool runs one pool through its life: warm reuse, batching,
-// cancel, crash and idle stop. One pool keeps the number of (slow) Python
-// starts low on a small CI machine.
+// merging of waiting calls, cancel, crash and idle stop. One pool keeps the
+// number of (slow) Python starts low on a small CI machine.
 func TestWarmPool(t *testing.T) {
 	python, model := tinyModel(t)
 	pool := newPool(t, python, time.Hour)
@@ -258,6 +258,9 @@ func TestWarmPool(t *testing.T) {
 		}
 	})
 
+	merge := &mergeFixture{pool: pool, root: root, model: model}
+	t.Run("merge waiting calls", func(t *testing.T) { testMerge(t, merge) })
+
 	t.Run("cancel kills and restarts the worker", func(t *testing.T) {
 		before := onlyStats(t, pool)
 		a := app("slow")
@@ -298,6 +301,8 @@ func TestWarmPool(t *testing.T) {
 			t.Fatalf("err = %v, want ErrTimeout", err)
 		}
 	})
+
+	t.Run("merged batch cancelled", func(t *testing.T) { testMergeCancelAll(t, merge) })
 
 	t.Run("crashed worker is restarted", func(t *testing.T) {
 		task0, dir0 := sdTask(t, root, "precrash", 1, app("a tree"))
