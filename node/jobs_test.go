@@ -396,3 +396,56 @@ func TestSmallResultsTravelInline(t *testing.T) {
 		t.Fatal("no provider made its task dirs in its TaskDir")
 	}
 }
+
+// A finished job is forgotten once its bucket expires: gone from the
+// coordinator, the API and the state DB; a job whose bucket lives on stays.
+func TestExpiredJobsForgotten(t *testing.T) {
+	d := inProcessDevnet(t, 2)
+	n := d.Nodes()[0]
+	apiAddr := n.APIAddr()
+	ids := map[string]string{}
+	for _, ttl := range []string{"1s", "1h"} {
+		code, created := postJob(t, apiAddr, []byte(`{"templateID":"noop","dataDestination":{"dataSourceDescriptor":"bucket","ttl":"`+ttl+`"},"params":{"partitioner":{"num_replicas":2},"app":{}}}`))
+		if code != http.StatusCreated {
+			t.Fatalf("%d %v", code, created)
+		}
+		ids[ttl] = created["id"].(string)
+		if j := waitJob(t, apiAddr, ids[ttl], 30*time.Second, api.JobCompleted, api.JobFailed); j.Status != api.JobCompleted {
+			t.Fatalf("job %s: %s", j.Status, j.Error)
+		}
+	}
+	var removed int
+	if err := n.submitter.call(context.Background(), func(now time.Time) []scheduler.Action {
+		removed = n.submitter.gcJobs(now.Add(2 * time.Second))
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if removed != 1 {
+		t.Fatalf("gcJobs removed %d jobs, want 1", removed)
+	}
+	resp, err := http.Get(fmt.Sprintf("http://%s/v1/jobs/%s", apiAddr, ids["1s"]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound {
+		t.Fatalf("GET expired job: %d, want 404", resp.StatusCode)
+	}
+	if j := getJob(t, apiAddr, ids["1h"]); j.Status != api.JobCompleted {
+		t.Fatalf("job with a live bucket: %+v", j)
+	}
+	metas, snaps, err := n.submitter.db.loadJobs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := metas[ids["1s"]]; ok {
+		t.Fatal("expired job's metadata still in the state DB")
+	}
+	if _, ok := snaps[ids["1s"]]; ok {
+		t.Fatal("expired job's snapshot still in the state DB")
+	}
+	if _, ok := snaps[ids["1h"]]; !ok {
+		t.Fatal("live job's snapshot missing from the state DB")
+	}
+}

@@ -35,6 +35,9 @@ const (
 	defaultJobTTL  = 24 * time.Hour
 	inboxCapacity  = 4096
 	assignDialWait = 10 * time.Second
+	// jobGCEvery: how often finished jobs whose bucket expired are
+	// forgotten (coordinator, state DB, logs).
+	jobGCEvery = time.Minute
 )
 
 type attemptKey struct {
@@ -168,6 +171,7 @@ func (s *submitter) call(ctx context.Context, f func(now time.Time) []scheduler.
 func (s *submitter) loop(ctx context.Context) {
 	t := time.NewTicker(tickEvery)
 	defer t.Stop()
+	lastGC := s.n.now()
 	for {
 		select {
 		case <-ctx.Done():
@@ -179,8 +183,13 @@ func (s *submitter) loop(ctx context.Context) {
 		case f := <-s.inbox:
 			s.apply(ctx, f(s.n.now()))
 		case <-t.C:
-			s.apply(ctx, s.coord.Tick(s.n.now(), s.tableWithSelf()))
+			now := s.n.now()
+			s.apply(ctx, s.coord.Tick(now, s.tableWithSelf()))
 			s.flush()
+			if now.Sub(lastGC) >= jobGCEvery {
+				lastGC = now
+				s.gcJobs(now)
+			}
 		}
 	}
 }
@@ -284,6 +293,42 @@ func (s *submitter) forgetAttempts(j api.Job) {
 			}
 		}
 	}
+}
+
+// gcJobs forgets finished jobs whose bucket has expired (the job's bucket
+// TTL after it finished): the coordinator's record, the persisted state,
+// metadata and logs. Without it a long-running node would keep every job
+// it ever ran in memory. It runs on the loop goroutine.
+func (s *submitter) gcJobs(now time.Time) int {
+	removed := 0
+	for _, j := range s.coord.Jobs() {
+		if !isTerminal(j.Status) || j.FinishedAt.IsZero() {
+			continue
+		}
+		s.mu.Lock()
+		ttl := defaultJobTTL
+		if m := s.meta[j.ID]; m != nil && m.BucketTTL > 0 {
+			ttl = m.BucketTTL
+		}
+		s.mu.Unlock()
+		if now.Before(j.FinishedAt.Add(ttl)) {
+			continue
+		}
+		if err := s.db.deleteJob(j.ID); err != nil {
+			s.n.log.Warn("forget expired job", "job", j.ID, "err", err)
+			continue
+		}
+		s.coord.Remove(j.ID)
+		delete(s.dirty, j.ID)
+		s.mu.Lock()
+		delete(s.meta, j.ID)
+		delete(s.metaDirty, j.ID)
+		delete(s.logs, j.ID)
+		s.mu.Unlock()
+		removed++
+		s.n.log.Info("job forgotten: its bucket expired", "job", j.ID, "finished", j.FinishedAt)
+	}
+	return removed
 }
 
 // flush persists the jobs changed since the last flush. The blockstore is
