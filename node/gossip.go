@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"net"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	pubsubpb "github.com/libp2p/go-libp2p-pubsub/pb"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
 
@@ -56,27 +58,56 @@ func (s *AdStats) Rejected() map[string]int64 {
 	return out
 }
 
-// newPubSub starts GossipSub with message signing (StrictSign), a small
-// message size limit and peer scoring calibrated for one slow periodic topic;
-// docs/protocol.md explains the numbers.
+// newPubSub starts GossipSub with the capacity topic's wire options
+// (adWireOptions), a fast heartbeat and peer scoring calibrated for one slow
+// periodic topic; docs/protocol.md explains the numbers.
 func newPubSub(ctx context.Context, h host.Host, cfg *Config, topic string) (*pubsub.PubSub, error) {
 	params := pubsub.DefaultGossipSubParams()
 	// Ads are small and rare: a faster heartbeat forms the mesh sooner after
 	// a node joins and costs little on a single topic.
 	params.HeartbeatInitialDelay = 50 * time.Millisecond
 	params.HeartbeatInterval = 500 * time.Millisecond
-	ps, err := pubsub.NewGossipSub(ctx, h,
+	opts := append(adWireOptions(),
 		pubsub.WithGossipSubParams(params),
-		pubsub.WithMessageSignaturePolicy(pubsub.StrictSign),
-		pubsub.WithMaxMessageSize(64<<10),
 		pubsub.WithPeerExchange(true),
 		pubsub.WithFloodPublish(true),
 		pubsub.WithPeerScore(scoreParams(topic, cfg.AdInterval), scoreThresholds()),
 	)
+	ps, err := pubsub.NewGossipSub(ctx, h, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("gossipsub: %w", err)
 	}
 	return ps, nil
+}
+
+// maxGossipMessage bounds one capacity-topic message (an ad is at most
+// protocol.MaxAdSize; the rest is GossipSub framing headroom).
+const maxGossipMessage = 64 << 10
+
+// adWireOptions are the GossipSub options that every node of a pool must
+// share to exchange ads. An ad carries one signature, its advertiser's
+// (protocol.SignAd), so GossipSub's own message signature is left out:
+// messages have no author, seqno or signature (StrictNoSign, and a message
+// that carries them is rejected), and a message's ID is the SHA-256 of its
+// data, so copies of one ad are one message whoever forwards them. The
+// advertiser's signature over its peer ID is what attributes an ad to its
+// origin, on gossip as on table sync; a relay can pass an ad on but not
+// forge or alter one. This halves the signature checks per gossiped ad and
+// lets the cheap stale check in adValidator run before any signature check.
+func adWireOptions() []pubsub.Option {
+	return []pubsub.Option{
+		pubsub.WithMessageSignaturePolicy(pubsub.StrictNoSign),
+		pubsub.WithNoAuthor(),
+		pubsub.WithMessageIdFn(adMessageID),
+		pubsub.WithMaxMessageSize(maxGossipMessage),
+	}
+}
+
+// adMessageID is the GossipSub message ID on the capacity topic: the
+// SHA-256 of the message data.
+func adMessageID(m *pubsubpb.Message) string {
+	h := sha256.Sum256(m.GetData())
+	return string(h[:])
 }
 
 func scoreThresholds() *pubsub.PeerScoreThresholds {
@@ -131,35 +162,46 @@ func scoreParams(topic string, adInterval time.Duration) *pubsub.PeerScoreParams
 
 // adValidator is the topic validator: every ad is decoded, checked and
 // verified before GossipSub forwards it. Invalid ads are rejected (which
-// penalises the forwarder's score), stale or expired ones ignored; all are
-// counted.
+// penalises the peer that forwarded it, whoever signed it), stale or
+// expired ones ignored; all are counted. from is the forwarding peer, this
+// node for its own publish.
 func (n *Node) adValidator(ctx context.Context, from peer.ID, msg *pubsub.Message) pubsub.ValidationResult {
-	if author := msg.GetFrom(); author != n.id && len(msg.Data) <= protocol.MaxAdSize {
-		var sa pb.SignedAd
-		if proto.Unmarshal(msg.Data, &sa) == nil {
-			if pid, seq, ok := peekAd(&sa); ok && pid == author && seq <= n.table.Seq(pid) {
-				n.adStats.Stale.Add(1)
-				return pubsub.ValidationIgnore
-			}
-		}
+	if from == n.id {
+		// Our own ad, just built and signed by nextAd.
+		return pubsub.ValidationAccept
 	}
-	v, err := protocol.DecodeAd(msg.Data, msg.GetFrom(), n.cfg.Pool, n.now())
+	if len(msg.Data) > protocol.MaxAdSize {
+		return n.rejectAd(from, fmt.Errorf("%w: %d bytes, limit %d", protocol.ErrAdOversized, len(msg.Data), protocol.MaxAdSize))
+	}
+	var sa pb.SignedAd
+	if err := proto.Unmarshal(msg.Data, &sa); err != nil {
+		return n.rejectAd(from, fmt.Errorf("%w: %v", protocol.ErrAdMalformed, err))
+	}
+	// Before any signature check: an ad whose seq the table already holds
+	// (a late copy, a replay, our own ad coming back) is dropped. A forged
+	// seq here can only make the node skip an ad, never accept one.
+	if n.knownAd(&sa) {
+		n.adStats.Stale.Add(1)
+		return pubsub.ValidationIgnore
+	}
+	v, err := protocol.VerifyAd(&sa, "", n.cfg.Pool, n.now())
 	if err != nil {
-		n.adStats.reject(err)
-		n.log.Debug("ad rejected", "from", from, "author", msg.GetFrom(), "err", err)
-		if errors.Is(err, protocol.ErrAdExpired) {
-			return pubsub.ValidationIgnore
-		}
-		return pubsub.ValidationReject
-	}
-	if v.Peer != n.id {
-		if e, ok := n.table.Get(v.Peer); ok && v.Ad.Seq <= e.Ad.Seq {
-			n.adStats.Stale.Add(1)
-			return pubsub.ValidationIgnore
-		}
+		return n.rejectAd(from, err)
 	}
 	msg.ValidatorData = v
 	return pubsub.ValidationAccept
+}
+
+// rejectAd counts an invalid ad and maps it to a GossipSub result: an
+// expired ad is ignored (clock skew or slow relaying must not cost score),
+// anything else rejected.
+func (n *Node) rejectAd(from peer.ID, err error) pubsub.ValidationResult {
+	n.adStats.reject(err)
+	n.log.Debug("ad rejected", "from", from, "err", err)
+	if errors.Is(err, protocol.ErrAdExpired) {
+		return pubsub.ValidationIgnore
+	}
+	return pubsub.ValidationReject
 }
 
 // readAds consumes the subscription and stores validated ads. It returns
@@ -180,9 +222,11 @@ func (n *Node) readAds(ctx context.Context, sub *pubsub.Subscription) {
 	}
 }
 
-// storeAd puts a verified ad into the table and counts the outcome.
-func (n *Node) storeAd(v *protocol.VerifiedAd, via string) {
-	switch r := n.table.Upsert(v.Peer, v.Ad, v.Signed, n.now()); r {
+// storeAd puts a verified ad into the table, counts the outcome and
+// returns it.
+func (n *Node) storeAd(v *protocol.VerifiedAd, via string) scheduler.UpsertResult {
+	r := n.table.Upsert(v.Peer, v.Ad, v.Signed, n.now())
+	switch r {
 	case scheduler.Stale:
 		n.adStats.Stale.Add(1)
 	case scheduler.Added:
@@ -193,4 +237,5 @@ func (n *Node) storeAd(v *protocol.VerifiedAd, via string) {
 		n.adStats.Accepted.Add(1)
 		n.notifyTable()
 	}
+	return r
 }

@@ -71,7 +71,9 @@ func newHost(cfg *Config, key crypto.PrivKey, log *slog.Logger) (host.Host, erro
 		return nil, fmt.Errorf("connection manager: %w", err)
 	}
 	limiter := rcmgr.NewFixedLimiter(rcmgr.DefaultLimits.AutoScale())
-	rm, err := rcmgr.NewResourceManager(limiter)
+	// Metrics off: nothing exports them (the host runs DisableMetrics too),
+	// and their trace hook costs a timestamp format per stream event.
+	rm, err := rcmgr.NewResourceManager(limiter, rcmgr.WithMetricsDisabled())
 	if err != nil {
 		return nil, fmt.Errorf("resource manager: %w", err)
 	}

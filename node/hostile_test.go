@@ -63,7 +63,7 @@ func TestHostileAdsRejectedAndCounted(t *testing.T) {
 	defer h.Close()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	ps, err := pubsub.NewGossipSub(ctx, h)
+	ps, err := pubsub.NewGossipSub(ctx, h, adWireOptions()...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,7 +88,7 @@ func TestHostileAdsRejectedAndCounted(t *testing.T) {
 		}
 		return a
 	}
-	publish := func(a *pb.CapacityAd, corrupt bool) {
+	publishAs := func(key crypto.PrivKey, a *pb.CapacityAd, corrupt bool) {
 		s, err := protocol.SignAd(key, a)
 		if err != nil {
 			t.Fatal(err)
@@ -101,6 +101,7 @@ func TestHostileAdsRejectedAndCounted(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	publish := func(a *pb.CapacityAd, corrupt bool) { publishAs(key, a, corrupt) }
 	// One valid ad first, so the replay below has something to be stale against.
 	// Gossip may drop a publish made before the mesh forms: repeat with a
 	// newer seq until it lands.
@@ -124,8 +125,19 @@ func TestHostileAdsRejectedAndCounted(t *testing.T) {
 		a.WarmModels = []string{strings.Repeat("m", 1000), strings.Repeat("n", 1000), strings.Repeat("o", 1000), strings.Repeat("p", 1000)}
 	}), false)
 
+	// Gossip messages carry no author: an ad is attributed to its origin by
+	// its own signature alone. Relaying another node's ad is allowed; an ad
+	// that names another node but is signed by the relay is a forgery (a
+	// higher seq than the relayed one, so it is checked in either order).
+	otherKey, _, _ := crypto.GenerateEd25519Key(rand.Reader)
+	other, _ := peer.IDFromPrivateKey(otherKey)
+	forged := ad(seq+7, func(a *pb.CapacityAd) { a.PeerId = []byte(other) })
+	publishAs(key, forged, false)
+	relayed := ad(seq+6, func(a *pb.CapacityAd) { a.PeerId = []byte(other) })
+	publishAs(otherKey, relayed, false)
+
 	want := map[string]int64{
-		protocol.ErrAdSignature.Error(): 1,
+		protocol.ErrAdSignature.Error(): 2,
 		protocol.ErrAdBadValue.Error():  1,
 		protocol.ErrAdFuture.Error():    1,
 		protocol.ErrAdOversized.Error(): 1,
@@ -142,6 +154,13 @@ func TestHostileAdsRejectedAndCounted(t *testing.T) {
 	e, _ := n.Table().Get(id)
 	if e.Ad.Seq != good.Ad.Seq || e.Ad.Capacity.CpuMillis != 1000 {
 		t.Fatalf("table entry changed by hostile ads: seq %d cpu %d", e.Ad.Seq, e.Ad.Capacity.CpuMillis)
+	}
+	eventually(t, 5*time.Second, "relayed ad of another node accepted", func() bool {
+		_, ok := n.Table().Get(other)
+		return ok
+	})
+	if e, _ := n.Table().Get(other); e.Ad.Seq != relayed.Seq {
+		t.Fatalf("other node's entry has seq %d, want the relayed ad's %d (the forged one is %d)", e.Ad.Seq, relayed.Seq, forged.Seq)
 	}
 }
 

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -77,6 +76,7 @@ type Node struct {
 
 	syncedMu sync.Mutex
 	synced   map[peer.ID]time.Time
+	tsync    syncSched // anti-entropy plan and pull-back limits (tablesync.go)
 
 	registry    *jobspec.Registry
 	results     *results
@@ -341,32 +341,6 @@ func (n *Node) expireLoop(ctx context.Context) {
 				n.syncedMu.Unlock()
 				n.notifyTable()
 			}
-		}
-	}
-}
-
-// antiEntropyLoop pulls the table of one random connected peer each round:
-// fast in the first seconds after start, when the node knows least, then at
-// the ad interval.
-func (n *Node) antiEntropyLoop(ctx context.Context) {
-	start := time.Now()
-	for {
-		d := n.cfg.AdInterval
-		if time.Since(start) < 10*time.Second {
-			d = 500 * time.Millisecond
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(d):
-		}
-		peers := n.ps.ListPeers(protocol.CapacityTopic(n.cfg.Pool))
-		if len(peers) == 0 {
-			continue
-		}
-		p := peers[rand.IntN(len(peers))]
-		if err := n.syncFrom(ctx, p); err != nil {
-			n.log.Debug("anti-entropy", "peer", p, "err", err)
 		}
 	}
 }

@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"math/rand/v2"
+	"sync"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/network"
@@ -12,6 +14,7 @@ import (
 
 	"github.com/swarmgen/swarmgen/protocol"
 	"github.com/swarmgen/swarmgen/protocol/pb"
+	"github.com/swarmgen/swarmgen/scheduler"
 )
 
 // Table sync: a node that connects to a peer pulls the peer's capacity table
@@ -45,6 +48,7 @@ func (n *Node) handleTableStream(s network.Stream) {
 		_ = s.Reset()
 		return
 	}
+	requester := s.Conn().RemotePeer()
 	known := make(map[peer.ID]uint64, len(req.Known))
 	for _, k := range req.Known {
 		known[peer.ID(k.PeerId)] = k.Seq
@@ -56,42 +60,88 @@ func (n *Node) handleTableStream(s network.Stream) {
 		}
 	}
 	if err := protocol.WriteMsg(s, &pb.TableResponse{Ads: ads}); err != nil {
-		n.log.Debug("table response", "peer", s.Conn().RemotePeer(), "err", err)
+		n.log.Debug("table response", "peer", requester, "err", err)
 		_ = s.Reset()
+		return
+	}
+	// The requester lists its own ad in its digest: if that is newer than
+	// what this node holds, fetch it.
+	if seq, ok := known[requester]; ok && seq > n.table.Seq(requester) {
+		n.pullBack(requester)
 	}
 }
 
-// syncFrom pulls p's table. Concurrency is bounded by syncSem.
+// pullBackEvery bounds pull-backs to one per peer per period.
+const pullBackEvery = time.Second
+
+// pullBack pulls the table of a peer whose request showed that its own ad
+// is newer than the one this node holds (or unknown to it). Without it, a
+// node's ad reached only the peers that happened to pull from it: a node
+// whose on-connect syncs failed under load, and that no one's anti-entropy
+// picked, stayed unknown to the pool until its next periodic ad, although
+// it pulled from others every round. Only the requester's own entry
+// triggers it: ads it relays spread by anti-entropy anyway, and pulling
+// back for those too doubled the syncs of a converging pool. The digest
+// is unverified: a peer can claim a seq it does not have, and the rate
+// limit bounds what that costs (one pull from it per pullBackEvery,
+// verified like any other).
+func (n *Node) pullBack(p peer.ID) {
+	if n.ctx.Err() != nil || !n.tsync.claimPullBack(p, time.Now()) {
+		return
+	}
+	n.goRun("table-pull-back", func(ctx context.Context) {
+		if err := n.syncFrom(ctx, p); err != nil {
+			n.log.Debug("table pull-back", "peer", p, "err", err)
+		}
+	})
+}
+
+// syncFrom pulls p's table and notes how much of it was news (see
+// syncSched). Concurrency is bounded by syncSem.
 func (n *Node) syncFrom(ctx context.Context, p peer.ID) error {
+	r, err := n.pull(ctx, p)
+	n.tsync.record(p, r, err, time.Now())
+	return err
+}
+
+// pullResult is what a pull brought.
+type pullResult struct {
+	news     int // ads new to the table: new peers or newer seqs
+	newPeers int // of which peers the table did not hold
+}
+
+// pull fetches the ads p holds that are newer than this node's, verifies
+// them and stores them.
+func (n *Node) pull(ctx context.Context, p peer.ID) (pullResult, error) {
 	select {
 	case n.syncSem <- struct{}{}:
 		defer func() { <-n.syncSem }()
 	case <-ctx.Done():
-		return ctx.Err()
+		return pullResult{}, ctx.Err()
 	}
 	ctx, cancel := context.WithTimeout(ctx, syncTimeout)
 	defer cancel()
 	s, err := n.host.NewStream(network.WithAllowLimitedConn(ctx, "table-sync"), p, protocol.TableProtocol)
 	if err != nil {
-		return fmt.Errorf("table sync with %s: %w", p, err)
+		return pullResult{}, fmt.Errorf("table sync with %s: %w", p, err)
 	}
 	defer s.Close()
 	_ = s.SetDeadline(time.Now().Add(syncTimeout))
-	known := n.table.Digest()
-	if err := protocol.WriteMsg(s, &pb.TableRequest{Pool: n.cfg.Pool, Known: known}); err != nil {
+	if err := protocol.WriteMsg(s, n.tableRequest()); err != nil {
 		_ = s.Reset()
-		return fmt.Errorf("table sync with %s: %w", p, err)
+		return pullResult{}, fmt.Errorf("table sync with %s: %w", p, err)
 	}
 	_ = s.CloseWrite()
 	var resp pb.TableResponse
 	if err := protocol.ReadMsg(bufio.NewReader(s), protocol.MaxTableResponse, &resp); err != nil {
 		_ = s.Reset()
-		return fmt.Errorf("table sync with %s: %w", p, err)
+		return pullResult{}, fmt.Errorf("table sync with %s: %w", p, err)
 	}
 	if len(resp.Ads) > maxAdsPerSync+1 {
-		return fmt.Errorf("table sync with %s: %d ads, limit %d", p, len(resp.Ads), maxAdsPerSync+1)
+		return pullResult{}, fmt.Errorf("table sync with %s: %d ads, limit %d", p, len(resp.Ads), maxAdsPerSync+1)
 	}
 	now := n.now()
+	var r pullResult
 	for _, sa := range resp.Ads {
 		if n.knownAd(sa) {
 			continue
@@ -104,9 +154,158 @@ func (n *Node) syncFrom(ctx context.Context, p peer.ID) error {
 		if v.Peer == n.id {
 			continue
 		}
-		n.storeAd(v, "sync")
+		switch n.storeAd(v, "sync") {
+		case scheduler.Added:
+			r.newPeers++
+			r.news++
+		case scheduler.Updated:
+			r.news++
+		}
 	}
-	return nil
+	return r, nil
+}
+
+// tableRequest is this node's side of a table sync: its pool and the seq
+// it holds per peer.
+func (n *Node) tableRequest() *pb.TableRequest {
+	known := n.table.Digest()
+	if self := n.selfAd(); self != nil {
+		// Our own ad is in every peer's table and never in ours: without
+		// this entry every response would carry it back.
+		known = append(known, &pb.KnownSeq{PeerId: []byte(n.id), Seq: self.seq})
+	}
+	return &pb.TableRequest{Pool: n.cfg.Pool, Known: known}
+}
+
+// Anti-entropy rounds: every antiEntropyEarly until antiEntropyEarlyFor
+// after the node joined (its first successful pull) or last learned of a
+// new peer by a pull, while the pool around it is still forming; every
+// antiEntropyNews while pulls keep bringing news; otherwise once per ad
+// interval.
+const (
+	antiEntropyEarly    = 500 * time.Millisecond
+	antiEntropyEarlyFor = 10 * time.Second
+	antiEntropyNews     = 150 * time.Millisecond
+)
+
+// antiEntropyLoop pulls one connected peer's table each round: the peer
+// whose last pull brought news if there is one, else a random one.
+// Following the news is what makes a pool that starts at once converge
+// soon after the last connection: the bootstrap peer, which every node
+// dials, learns each joiner's ad at its connection, and the others keep
+// pulling from it while it has more instead of waiting for random rounds
+// to reach it. A table change wakes the loop, so news cuts a long wait
+// short.
+func (n *Node) antiEntropyLoop(ctx context.Context) {
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	last := time.Now()
+	for {
+		p, news := n.tsync.lead()
+		d := n.cfg.AdInterval
+		if until := n.tsync.fastUntil(); until.IsZero() || time.Now().Before(until) {
+			d = antiEntropyEarly
+		}
+		if news {
+			d = min(d, antiEntropyNews)
+		}
+		if wait := time.Until(last.Add(d)); wait > 0 {
+			timer.Reset(wait)
+			select {
+			case <-ctx.Done():
+				return
+			case <-n.TableChanged():
+				timer.Stop() // no drain needed since Go 1.23
+				continue     // re-plan: there may be news to follow now
+			case <-timer.C:
+			}
+		}
+		last = time.Now()
+		if !news || n.host.Network().Connectedness(p) != network.Connected {
+			peers := n.ps.ListPeers(protocol.CapacityTopic(n.cfg.Pool))
+			if len(peers) == 0 {
+				continue
+			}
+			p = peers[rand.IntN(len(peers))]
+		}
+		if err := n.syncFrom(ctx, p); err != nil {
+			n.log.Debug("anti-entropy", "peer", p, "err", err)
+		}
+	}
+}
+
+// syncSched plans anti-entropy from what pulls brought: how long rounds
+// stay fast, and which peer's pulls bring news, so that anti-entropy
+// follows it. It also rate-limits pull-backs. The zero value is ready; it
+// is safe for concurrent use.
+type syncSched struct {
+	mu         sync.Mutex
+	fast       time.Time // fast rounds until then; zero until the first successful pull
+	leader     peer.ID   // peer whose latest pull brought the most new ads
+	leadNews   int       // how many its latest pull brought
+	pulledBack map[peer.ID]time.Time
+}
+
+// maxPullBackPeers bounds the pull-back rate-limit map; past it, entries
+// older than pullBackEvery (which no longer limit anything) are dropped.
+const maxPullBackPeers = 1024
+
+// claimPullBack reports whether a pull-back from p may start now, and if
+// so records it: at most one per peer per pullBackEvery.
+func (s *syncSched) claimPullBack(p peer.ID, now time.Time) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if t, ok := s.pulledBack[p]; ok && now.Sub(t) < pullBackEvery {
+		return false
+	}
+	if s.pulledBack == nil {
+		s.pulledBack = map[peer.ID]time.Time{}
+	}
+	if len(s.pulledBack) >= maxPullBackPeers {
+		for q, t := range s.pulledBack {
+			if now.Sub(t) >= pullBackEvery {
+				delete(s.pulledBack, q)
+			}
+		}
+	}
+	s.pulledBack[p] = now
+	return true
+}
+
+// record notes the outcome of a pull from p at now. The first successful
+// pull (joining) and any pull that brought a new peer keep rounds fast for
+// antiEntropyEarlyFor; updates of known peers do not, or a pool's periodic
+// ads would keep them fast for good. p becomes the leader when it brought
+// at least as much news as the leader's latest pull; the leader loses the
+// role when a pull from it brings nothing or fails.
+func (s *syncSched) record(p peer.ID, r pullResult, err error, now time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err == nil && (s.fast.IsZero() || r.newPeers > 0) {
+		s.fast = now.Add(antiEntropyEarlyFor)
+	}
+	added := r.news
+	switch {
+	case err == nil && added > 0 && (s.leader == "" || p == s.leader || added >= s.leadNews):
+		s.leader, s.leadNews = p, added
+	case p == s.leader:
+		s.leader, s.leadNews = "", 0
+	}
+}
+
+// lead returns the peer to follow and whether there is one.
+func (s *syncSched) lead() (peer.ID, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.leader, s.leader != ""
+}
+
+// fastUntil returns when fast rounds end (zero before the first
+// successful pull).
+func (s *syncSched) fastUntil() time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.fast
 }
 
 // peekAd decodes an ad's peer and seq without verifying anything.

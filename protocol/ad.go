@@ -65,8 +65,10 @@ type VerifiedAd struct {
 }
 
 // DecodeAd decodes and fully validates the bytes of a SignedAd received from
-// the network. from, when not empty, is the peer that published it on
-// GossipSub and must be the advertiser. now is the receiver's clock.
+// the network. from, when not empty, is an authenticated sender that must
+// be the advertiser; gossip and table sync pass none, since relaying is
+// allowed and the ad's own signature attributes it. now is the receiver's
+// clock.
 func DecodeAd(data []byte, from peer.ID, pool string, now time.Time) (*VerifiedAd, error) {
 	if len(data) > MaxAdSize {
 		return nil, fmt.Errorf("%w: %d bytes, limit %d", ErrAdOversized, len(data), MaxAdSize)
