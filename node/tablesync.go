@@ -22,8 +22,8 @@ import (
 // ads come back. Each relayed ad carries its advertiser's signature and is
 // verified like a gossiped one. This is how a joining node learns the pool
 // at once instead of waiting for every peer's next periodic ad, and, run
-// against a random peer each round, it is anti-entropy for ads that gossip
-// dropped.
+// each round against the peer that has news or a random one
+// (antiEntropyLoop), it is anti-entropy for ads that gossip dropped.
 
 const (
 	syncTimeout     = 5 * time.Second
