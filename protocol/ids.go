@@ -52,6 +52,10 @@ func ValidatePool(name string) error {
 }
 
 // CapacityTopic is the GossipSub topic on which a pool's capacity ads travel.
+// Version 2: messages are unsigned at the GossipSub layer (the ad's own
+// signature is the only one) with content-hash message IDs; version-1 nodes
+// would reject those messages and penalise their senders, so the versions
+// use different topics and a mixed pool splits cleanly.
 func CapacityTopic(pool string) string {
-	return "/swarmgen/" + pool + "/capacity/1"
+	return "/swarmgen/" + pool + "/capacity/2"
 }
