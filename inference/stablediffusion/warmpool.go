@@ -95,7 +95,7 @@ type WorkerStats struct {
 	Loaded   bool // the process has served a request, so its model is in memory
 	Loads    int  // pipelines loaded by the current process
 	Tasks    int  // tasks served, over all processes
-	Requests int  // task requests sent to processes; a merged request counts once
+	Requests int  // task requests the pool made of processes; a merged one counts once
 	Merged   int  // Run/RunBatch calls served inside another call's request
 	Restarts int  // processes started after the first one (crash, cancel, idle stop)
 	LastUsed time.Time
@@ -302,7 +302,7 @@ func (p *WarmPool) runBatch(ctx context.Context, tasks []*inference.Task, dirs [
 	key, images := mergeKeyOf(tasks)
 	c := &call{ctx: ctx, tasks: tasks, dirs: abs, progress: progress, key: key, images: images,
 		claimedCh: make(chan struct{}), done: make(chan struct{})}
-	return p.queue(model, c)
+	return p.runQueued(model, c)
 }
 
 // Preload starts a worker for model (if none runs) and loads the model
@@ -801,12 +801,12 @@ type call struct {
 	err  error
 }
 
-// queue runs c on model's worker. c waits in the worker's queue; whichever
+// runQueued runs c on model's worker. c waits in the worker's queue; whichever
 // waiting call gets the worker first (the leader) takes every compatible
 // waiting call along (see collectLocked) and serves them as one request. A
 // call that is alone runs at once: merging happens only while the worker is
 // busy anyway, so it adds no latency.
-func (p *WarmPool) queue(model string, c *call) ([]*inference.Result, []string, error) {
+func (p *WarmPool) runQueued(model string, c *call) ([]*inference.Result, []string, error) {
 	for {
 		w, err := p.pick(model)
 		if err != nil {
@@ -943,7 +943,7 @@ func (p *WarmPool) serveBatch(w *worker, batch []*call) {
 	for i, c := range batch {
 		lo, hi := offsets[i], offsets[i]+len(c.dirs)
 		switch {
-		case ctx.Err() != nil:
+		case err != nil && ctx.Err() != nil:
 			// Every call's context ended and the worker was killed (or
 			// never started): each caller gets its own reason.
 			c.err = ctxErr(c.ctx, errors.New("sd worker killed"))
@@ -951,9 +951,13 @@ func (p *WarmPool) serveBatch(w *worker, batch []*call) {
 				c.res = res[lo:hi]
 			}
 		case c.ctx.Err() != nil:
-			// The others' work went on; this call's outputs may exist but
-			// its caller gave up on them.
-			c.err = ctxErr(c.ctx, errors.New("ended while its merged request ran on"))
+			// The others' work went on (or failed on its own); this call's
+			// outputs may exist but its caller gave up on them.
+			cause := err
+			if cause == nil {
+				cause = errors.New("ended while its merged request ran on")
+			}
+			c.err = ctxErr(c.ctx, cause)
 			if res != nil {
 				c.res = make([]*inference.Result, 0, hi-lo)
 				for _, r := range res[lo:hi] {

@@ -5,6 +5,7 @@ package stablediffusion
 import (
 	"context"
 	"fmt"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -56,4 +57,80 @@ func BenchmarkWarmPool(b *testing.B) {
 			b.ReportMetric(float64(b.N*batch)/b.Elapsed().Seconds(), "images/s")
 		})
 	}
+}
+
+// BenchmarkWarmPoolConcurrent measures images/s when 4 callers (a
+// provider's worker loops) each send one-task Run calls for replicas of one
+// prompt, with merging of waiting calls off (MaxMergeImages 1) and on (the
+// default), with torch on 1 and 2 CPU threads. Same tiny pipeline as
+// BenchmarkWarmPool; it also reports tasks per worker request.
+//
+//	go test -run XXX -bench WarmPoolConcurrent -benchtime 40x ./inference/stablediffusion/
+func BenchmarkWarmPoolConcurrent(b *testing.B) {
+	python, model := tinyModelB(b)
+	const callers = 4
+	for _, threads := range []string{"1", "2"} {
+		for _, merge := range []bool{false, true} {
+			b.Run(fmt.Sprintf("threads=%s/merge=%v", threads, merge), func(b *testing.B) {
+				benchConcurrent(b, python, model, callers, threads, merge)
+			})
+		}
+	}
+}
+
+func benchConcurrent(b *testing.B, python, model string, callers int, threads string, merge bool) {
+	cfg := WarmConfig{Python: python, WorkerScript: "worker.py", MaxIdle: time.Hour,
+		Env: map[string]string{"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": threads, "SWARMGEN_SD_LOG": "WARNING"}}
+	if !merge {
+		cfg.MaxMergeImages = 1
+	}
+	pool := NewWarmPool(cfg)
+	defer pool.Close()
+	ctx := context.Background()
+	root := b.TempDir()
+	app := map[string]any{"prompt": "bench", "model": model, "steps": 2, "width": 64, "height": 64}
+	if err := pool.Preload(ctx, model); err != nil {
+		b.Fatal(err)
+	}
+	warm, warmDir := sdTaskB(b, root, "warm", 0, app)
+	if _, err := pool.Run(ctx, warm, warmDir, nil); err != nil {
+		b.Fatal(err)
+	}
+	tasks := make([]*inference.Task, b.N)
+	dirs := make([]string, b.N)
+	for i := range b.N {
+		tasks[i], dirs[i] = sdTaskB(b, root, fmt.Sprintf("t%d", i), int64(i+1), app)
+	}
+	before := pool.Stats()[0]
+	var next atomic.Int64
+	errs := make(chan error, callers)
+	b.ResetTimer()
+	for range callers {
+		go func() {
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= b.N {
+					errs <- nil
+					return
+				}
+				if _, err := pool.Run(ctx, tasks[i], dirs[i], nil); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	var failed error
+	for range callers {
+		if err := <-errs; err != nil && failed == nil {
+			failed = err
+		}
+	}
+	b.StopTimer()
+	if failed != nil {
+		b.Fatal(failed)
+	}
+	after := pool.Stats()[0]
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "images/s")
+	b.ReportMetric(float64(after.Tasks-before.Tasks)/float64(max(after.Requests-before.Requests, 1)), "tasks/request")
 }
