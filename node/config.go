@@ -44,6 +44,11 @@ type Config struct {
 	// Templates restricts which templates this node runs as a provider;
 	// empty = any built-in.
 	Templates []string
+	// AllowImages restricts which container images the docker executor
+	// runs (a template's docker image, matched exactly); empty = any. A
+	// template whose image is not allowed still runs with another executor
+	// it names, if this node has one.
+	AllowImages []string
 	// Provide: whether this node takes tasks from others.
 	Provide bool
 	// Python is the interpreter for Python apps (Stable Diffusion).

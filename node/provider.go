@@ -80,6 +80,7 @@ func newProvider(n *Node, reg *jobspec.Registry, execs map[string]inference.Exec
 		reg: reg,
 		policy: scheduler.BidPolicy{
 			AllowTemplates:     n.cfg.Templates,
+			AllowImages:        n.cfg.AllowImages,
 			MaxQueue:           4 * slots,
 			PricePerTaskMicros: n.cfg.PricePerTaskMicros,
 			Slots:              slots,
@@ -324,6 +325,9 @@ func (p *provider) pickExecutor(t *jobspec.Template) (inference.Executor, infere
 	for _, kind := range t.Executors() {
 		if ex, ok := p.execs[kind]; ok {
 			app, _ := t.AppFor(kind)
+			if kind == inference.KindDocker && len(p.n.cfg.AllowImages) > 0 && !slices.Contains(p.n.cfg.AllowImages, app.Image) {
+				continue // the operator does not run this image
+			}
 			return ex, app, true
 		}
 	}

@@ -47,6 +47,7 @@ func nodeCommand(e *cmdEnv) *cli.Command {
 				&cli.IntFlag{Name: "slots", EnvVars: env("slots"), Usage: "tasks run at once (0 = derived from --cpus)"},
 				&cli.StringSliceFlag{Name: "label", EnvVars: env("label"), Usage: "`key=value` label advertised to job constraints (repeatable or comma-separated)"},
 				&cli.StringSliceFlag{Name: "templates", EnvVars: env("templates"), Usage: "only run these templates as a provider (default: any built-in)"},
+				&cli.StringSliceFlag{Name: "allow-images", EnvVars: env("allow-images"), Usage: "only run these container images with the docker executor (default: any a template names)"},
 				&cli.BoolFlag{Name: "no-provide", EnvVars: env("no-provide"), Usage: "take no tasks from others (submit only)"},
 				&cli.StringFlag{Name: "python", EnvVars: env("python"), Usage: "Python interpreter for Python apps (Stable Diffusion)"},
 				&cli.StringFlag{Name: "template-dir", EnvVars: env("template-dir"), Usage: "load extra templates from this directory"},
@@ -139,6 +140,7 @@ func nodeConfig(c *cli.Context) (node.Config, error) {
 		cfg.Labels[k] = v
 	}
 	cfg.Templates = splitList(c.StringSlice("templates"))
+	cfg.AllowImages = splitList(c.StringSlice("allow-images"))
 	cfg.Provide = !c.Bool("no-provide")
 	cfg.Python = c.String("python")
 	cfg.TemplateDir = c.String("template-dir")
