@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/ipfs/boxo/blockservice"
-	"github.com/ipfs/boxo/ipld/merkledag"
 	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -335,22 +334,8 @@ func (s *Store) serveFetch(st network.Stream) error {
 				return fmt.Errorf("write block %s: %w", c, err)
 			}
 		}
-		if c.Type() != cid.DagProtobuf {
-			continue
-		}
-		nd, err := merkledag.DecodeProtobuf(data)
-		if err != nil {
-			return fmt.Errorf("decode %s: %w", c, err)
-		}
-		links := nd.Links()
-		// Push in reverse so the first link is sent first (pre-order DFS).
-		for i := len(links) - 1; i >= 0; i-- {
-			k := links[i].Cid.KeyString()
-			if _, ok := seen[k]; ok {
-				continue
-			}
-			seen[k] = struct{}{}
-			stack = append(stack, links[i].Cid)
+		if stack, err = pushLinks(stack, seen, c, data); err != nil {
+			return err
 		}
 	}
 	return send()

@@ -59,22 +59,8 @@ func (s *Store) walkDAG(ctx context.Context, root cid.Cid, limit int64, fn func(
 		if err := fn(c, data); err != nil {
 			return fmt.Errorf("block %s: %w", c, err)
 		}
-		if c.Type() != cid.DagProtobuf {
-			continue
-		}
-		nd, err := merkledag.DecodeProtobuf(data)
-		if err != nil {
-			return fmt.Errorf("decode %s: %w", c, err)
-		}
-		links := nd.Links()
-		// Push in reverse so the first link comes first (pre-order DFS).
-		for i := len(links) - 1; i >= 0; i-- {
-			k := links[i].Cid.KeyString()
-			if _, ok := seen[k]; ok {
-				continue
-			}
-			seen[k] = struct{}{}
-			stack = append(stack, links[i].Cid)
+		if stack, err = pushLinks(stack, seen, c, data); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -123,4 +109,27 @@ func (s *Store) ImportCAR(ctx context.Context, root cid.Cid, car []byte, maxByte
 		return fmt.Errorf("inline result %s: store: %w", root, err)
 	}
 	return s.pin(ctx, root, s.cfg.resultTTL, "fetched")
+}
+
+// pushLinks pushes the links of block c (data) not seen before onto the
+// DFS stack, in reverse so that the first link is visited first
+// (pre-order, the order of a fetch stream). Raw blocks have no links.
+func pushLinks(stack []cid.Cid, seen map[string]struct{}, c cid.Cid, data []byte) ([]cid.Cid, error) {
+	if c.Type() != cid.DagProtobuf {
+		return stack, nil
+	}
+	nd, err := merkledag.DecodeProtobuf(data)
+	if err != nil {
+		return stack, fmt.Errorf("decode %s: %w", c, err)
+	}
+	links := nd.Links()
+	for i := len(links) - 1; i >= 0; i-- {
+		k := links[i].Cid.KeyString()
+		if _, ok := seen[k]; ok {
+			continue
+		}
+		seen[k] = struct{}{}
+		stack = append(stack, links[i].Cid)
+	}
+	return stack, nil
 }
