@@ -371,7 +371,20 @@ func (p *provider) assign(from peer.ID, a *pb.Assignment, rw streamLike) {
 	case p.wake <- struct{}{}:
 	default:
 	}
-	if err := protocol.WriteMsg(rw, &pb.TaskUpdate{State: pb.TaskState_TASK_STATE_ACCEPTED}); err != nil {
+	// Updates already waiting when one is written go out in the same
+	// stream write (one frame, one encryption, one syscall): a short task's
+	// accepted, running and final updates often travel together.
+	bw := bufio.NewWriter(rw)
+	write := func(u *pb.TaskUpdate) error {
+		if err := protocol.WriteMsg(bw, u); err != nil {
+			return err
+		}
+		if len(t.updates) > 0 {
+			return nil
+		}
+		return bw.Flush()
+	}
+	if err := write(&pb.TaskUpdate{State: pb.TaskState_TASK_STATE_ACCEPTED}); err != nil {
 		cancel()
 	}
 	// The submitter may send nothing more; a read returning means it
@@ -390,13 +403,13 @@ func (p *provider) assign(from peer.ID, a *pb.Assignment, rw streamLike) {
 			if !ok {
 				return
 			}
-			if err := protocol.WriteMsg(rw, u); err != nil {
+			if err := write(u); err != nil {
 				cancel()
 				p.drain(t)
 				return
 			}
 		case <-hb.C:
-			if err := protocol.WriteMsg(rw, &pb.TaskUpdate{State: pb.TaskState_TASK_STATE_HEARTBEAT}); err != nil {
+			if err := write(&pb.TaskUpdate{State: pb.TaskState_TASK_STATE_HEARTBEAT}); err != nil {
 				cancel()
 				p.drain(t)
 				return
@@ -689,7 +702,9 @@ func (p *provider) expandCommand(cmd []string) []string {
 	out := make([]string, len(cmd))
 	for i, c := range cmd {
 		c = strings.ReplaceAll(c, "{python}", p.n.cfg.Python)
-		c = strings.ReplaceAll(c, "{sdworker}", p.n.sdWorkerPath())
+		if strings.Contains(c, "{sdworker}") { // resolving it stats files
+			c = strings.ReplaceAll(c, "{sdworker}", p.n.sdWorkerPath())
+		}
 		out[i] = c
 	}
 	return out
