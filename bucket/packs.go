@@ -85,6 +85,7 @@ type packFile struct {
 	r      packReader
 	w      packWriter // nil once rotated out and synced
 	size   int64      // bytes appended (guarded by packStore.wmu while w != nil)
+	wbAt   int64      // size at the last writeback call (guarded by packStore.wmu)
 	synced int64      // bytes known durable (guarded by packStore.syncMu)
 	live   int64      // bytes of indexed blocks (guarded by packStore.mu)
 }
@@ -266,8 +267,25 @@ func (p *packStore) appendSections(buf []byte, entries []packEntry) error {
 	p.mu.Unlock()
 	// Queue writeback now (and wait for the previous batch), so dirty data
 	// does not pile up and the final fsync is short.
-	cur.w.writeback(cur.size)
+	cur.startWriteback()
 	return nil
+}
+
+// writebackEvery: writeback is started once this much was appended since
+// the last start. A fetch appends 4 MiB slabs, each written back at once;
+// the many small appends of tiny results (a few hundred bytes each) are
+// left to the next sync instead of a syscall that waits on the device
+// under the write lock each time.
+const writebackEvery = 1 << 20
+
+// startWriteback starts writeback of the bytes appended since the last
+// start if there are writebackEvery of them. wmu is held.
+func (f *packFile) startWriteback() {
+	if f.size-f.wbAt < writebackEvery {
+		return
+	}
+	f.w.writeback(f.size)
+	f.wbAt = f.size
 }
 
 // writeCur appends buf to the current pack, creating one if there is
@@ -679,7 +697,7 @@ func (p *packStore) appendMoved(buf []byte, entries []packEntry, olds []packLoc)
 		}
 	}
 	p.mu.Unlock()
-	cur.w.writeback(cur.size)
+	cur.startWriteback()
 	return nil
 }
 
