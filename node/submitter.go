@@ -38,6 +38,12 @@ const (
 	// jobGCEvery: how often finished jobs whose bucket expired are
 	// forgotten (coordinator, state DB, logs).
 	jobGCEvery = time.Minute
+	// persistEvery: how often the snapshots of jobs whose tasks changed
+	// are written (a job's status changes are written at once). A
+	// snapshot is the whole job, so writing it each tick cost a large
+	// job more than its tasks' own bookkeeping; a restart redoes at most
+	// this much of the job's progress.
+	persistEvery = time.Second
 )
 
 type attemptKey struct {
@@ -171,7 +177,7 @@ func (s *submitter) call(ctx context.Context, f func(now time.Time) []scheduler.
 func (s *submitter) loop(ctx context.Context) {
 	t := time.NewTicker(tickEvery)
 	defer t.Stop()
-	lastGC := s.n.now()
+	lastGC, lastFlush := s.n.now(), s.n.now()
 	for {
 		select {
 		case <-ctx.Done():
@@ -185,7 +191,10 @@ func (s *submitter) loop(ctx context.Context) {
 		case <-t.C:
 			now := s.n.now()
 			s.apply(ctx, s.coord.Tick(now, s.tableWithSelf()))
-			s.flush()
+			if now.Sub(lastFlush) >= persistEvery {
+				lastFlush = now
+				s.flush()
+			}
 			if now.Sub(lastGC) >= jobGCEvery {
 				lastGC = now
 				s.gcJobs(now)
@@ -254,7 +263,7 @@ func (s *submitter) apply(ctx context.Context, acts []scheduler.Action) {
 			})
 		case scheduler.JobChanged:
 			// A snapshot is the whole job, so persisting on every change
-			// would cost O(tasks²) per job: changes are batched per tick,
+			// would cost O(tasks²) per job: changes are batched (persistEvery),
 			// and job-level changes (status, terminal) are written at once.
 			if a.Event.Type == "job" {
 				s.dirty[a.JobID] = struct{}{}
@@ -335,7 +344,7 @@ func (s *submitter) gcJobs(now time.Time) int {
 // synced first: results are pinned without waiting for the disk
 // (bucket.WithDeferredSync), so a snapshot that records a task as fetched
 // (or a bucket as assembled) is written only once those blocks are durable.
-// One sync per tick covers every task fetched within it.
+// One sync covers every task fetched since the last.
 func (s *submitter) flush() {
 	s.mu.Lock()
 	metas := make(map[string][]byte, len(s.metaDirty))
