@@ -435,15 +435,26 @@ func TestExpiredJobsForgotten(t *testing.T) {
 	if j := getJob(t, apiAddr, ids["1h"]); j.Status != api.JobCompleted {
 		t.Fatalf("job with a live bucket: %+v", j)
 	}
-	metas, snaps, err := n.submitter.db.loadJobs()
+	// The state DB is written by the persister goroutine, in order.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		metas, snaps, err := n.submitter.db.loadJobs()
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, meta := metas[ids["1s"]]
+		_, snap := snaps[ids["1s"]]
+		if !meta && !snap {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("expired job still in the state DB: metadata %v, snapshot %v", meta, snap)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	_, snaps, err := n.submitter.db.loadJobs()
 	if err != nil {
 		t.Fatal(err)
-	}
-	if _, ok := metas[ids["1s"]]; ok {
-		t.Fatal("expired job's metadata still in the state DB")
-	}
-	if _, ok := snaps[ids["1s"]]; ok {
-		t.Fatal("expired job's snapshot still in the state DB")
 	}
 	if _, ok := snaps[ids["1h"]]; !ok {
 		t.Fatal("live job's snapshot missing from the state DB")

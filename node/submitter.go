@@ -81,6 +81,11 @@ type submitter struct {
 	// and is stored already: their FetchResult completes at once.
 	inlined sync.Map
 
+	// persistQ carries job state to the persister goroutine, in order.
+	// The scheduler goroutine owns the persister: it closes persistQ when
+	// its loop ends and waits for the persister to drain it.
+	persistQ chan persistBatch
+
 	mu        sync.Mutex // guards meta, metaDirty and logs (read by HTTP handlers)
 	meta      map[string]*jobMeta
 	metaDirty map[string]struct{} // jobs whose task timings changed since the last flush
@@ -102,6 +107,7 @@ func newSubmitter(n *Node, reg *jobspec.Registry, db *stateDB, cfg scheduler.Con
 		dirty:     map[string]struct{}{},
 		meta:      map[string]*jobMeta{},
 		metaDirty: map[string]struct{}{},
+		persistQ:  make(chan persistBatch, 64),
 		logs:      map[string]map[string]api.TaskLog{},
 	}
 }
@@ -142,8 +148,15 @@ func (s *submitter) start() error {
 		s.n.log.Info("job restored", "job", id)
 	}
 	s.n.goRun("scheduler", func(ctx context.Context) {
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			s.persister()
+		}()
 		s.apply(ctx, restored)
 		s.loop(ctx)
+		close(s.persistQ)
+		<-done
 	})
 	return nil
 }
@@ -310,6 +323,7 @@ func (s *submitter) forgetAttempts(j api.Job) {
 // it ever ran in memory. It runs on the loop goroutine.
 func (s *submitter) gcJobs(now time.Time) int {
 	removed := 0
+	var gone []string
 	for _, j := range s.coord.Jobs() {
 		if !isTerminal(j.Status) || j.FinishedAt.IsZero() {
 			continue
@@ -323,10 +337,6 @@ func (s *submitter) gcJobs(now time.Time) int {
 		if now.Before(j.FinishedAt.Add(ttl)) {
 			continue
 		}
-		if err := s.db.deleteJob(j.ID); err != nil {
-			s.n.log.Warn("forget expired job", "job", j.ID, "err", err)
-			continue
-		}
 		s.coord.Remove(j.ID)
 		delete(s.dirty, j.ID)
 		s.mu.Lock()
@@ -335,23 +345,39 @@ func (s *submitter) gcJobs(now time.Time) int {
 		delete(s.logs, j.ID)
 		s.mu.Unlock()
 		removed++
+		gone = append(gone, j.ID)
 		s.n.log.Info("job forgotten: its bucket expired", "job", j.ID, "finished", j.FinishedAt)
+	}
+	if len(gone) > 0 {
+		// Through the persister, after any write of these jobs it holds.
+		s.persistQ <- persistBatch{deletes: gone}
 	}
 	return removed
 }
 
-// flush persists the jobs changed since the last flush. The blockstore is
-// synced first: results are pinned without waiting for the disk
-// (bucket.WithDeferredSync), so a snapshot that records a task as fetched
-// (or a bucket as assembled) is written only once those blocks are durable.
-// One sync covers every task fetched since the last.
+// persistBatch is job state for the persister: metadata and snapshots to
+// write, jobs to delete.
+type persistBatch struct {
+	metas, snaps map[string][]byte
+	deletes      []string
+}
+
+// flush hands the jobs changed since the last flush to the persister. The
+// snapshots are taken here, on the loop goroutine; the persister syncs the
+// blockstore before it writes them. Results are pinned without waiting for
+// the disk (bucket.WithDeferredSync), and every result a snapshot records
+// as fetched (or a bucket as assembled) was written before the snapshot was
+// taken, so that sync makes them durable before the snapshot claims them.
+// One sync covers every result since the last. The loop does not wait for
+// the disk: a job's events go out at once.
 func (s *submitter) flush() {
+	b := persistBatch{snaps: make(map[string][]byte, len(s.dirty))}
 	s.mu.Lock()
-	metas := make(map[string][]byte, len(s.metaDirty))
+	b.metas = make(map[string][]byte, len(s.metaDirty))
 	for id := range s.metaDirty {
 		if m := s.meta[id]; m != nil {
-			if b, err := json.Marshal(m); err == nil {
-				metas[id] = b
+			if mb, err := json.Marshal(m); err == nil {
+				b.metas[id] = mb
 			} else {
 				s.n.log.Error("encode job metadata", "job", id, "err", err)
 			}
@@ -359,22 +385,46 @@ func (s *submitter) flush() {
 		delete(s.metaDirty, id)
 	}
 	s.mu.Unlock()
-	if len(s.dirty) == 0 && len(metas) == 0 {
-		return
-	}
-	if err := s.n.results.store.Sync(); err != nil {
-		// Keep the old snapshots: they do not claim what may be lost.
-		s.n.log.Error("sync blockstore; job state not persisted this tick", "err", err)
-		return
-	}
-	for id, b := range metas {
-		if err := s.db.putMetaBytes(id, b); err != nil {
-			s.n.log.Warn("persist task timings", "job", id, "err", err)
-		}
-	}
 	for id := range s.dirty {
-		s.persist(id)
+		snap, err := s.coord.Export(id)
+		if err != nil {
+			s.n.log.Error("export job", "job", id, "err", err)
+		} else {
+			b.snaps[id] = snap
+		}
 		delete(s.dirty, id)
+	}
+	if len(b.snaps) > 0 || len(b.metas) > 0 {
+		s.persistQ <- b
+	}
+}
+
+// persister writes batches in order until persistQ is closed.
+func (s *submitter) persister() {
+	for b := range s.persistQ {
+		if len(b.snaps) > 0 || len(b.metas) > 0 {
+			if err := s.n.results.store.Sync(); err != nil {
+				// The old snapshots stay: they do not claim what may be
+				// lost. (A failed sync is sticky in the store.)
+				s.n.log.Error("sync blockstore; job state not persisted", "err", err)
+				continue
+			}
+		}
+		for id, mb := range b.metas {
+			if err := s.db.putMetaBytes(id, mb); err != nil {
+				s.n.log.Warn("persist task timings", "job", id, "err", err)
+			}
+		}
+		for id, snap := range b.snaps {
+			if err := s.db.putSnapshot(id, snap); err != nil {
+				s.n.log.Error("persist job", "job", id, "err", err)
+			}
+		}
+		for _, id := range b.deletes {
+			if err := s.db.deleteJob(id); err != nil {
+				s.n.log.Warn("forget expired job", "job", id, "err", err)
+			}
+		}
 	}
 }
 
