@@ -88,12 +88,16 @@ func (p BidPolicy) Decide(req *pb.BidRequest, local LocalState, now time.Time) *
 		}
 		return reject(ReasonFull)
 	}
-	// One bid takes at most two tasks per slot: one running and one queued
-	// behind it, so the next starts with no round trip in between. Deeper
-	// would pile a job's tasks on the first peers that answered while
-	// others idle (the coordinator's lease hands out the rest as results
-	// come back); the queue's remaining room serves other jobs and rounds.
-	offer := min(int(req.Tasks), avail, 2*slots)
+	// A provider takes at most two tasks per slot in all: one running and
+	// one queued behind it, so the next starts with no round trip in
+	// between. Deeper would pile a job's tasks on the first peers that
+	// answered while others idle (the coordinator's lease hands out the
+	// rest as results come back); a provider at that depth is full for new
+	// bids, though its queue still holds what earlier bids reserved.
+	offer := min(int(req.Tasks), avail, 2*slots-local.Running-local.Queued)
+	if offer <= 0 {
+		return reject(ReasonFull)
+	}
 	var eta time.Duration
 	if ahead := local.Running + local.Queued - slots + 1; ahead > 0 && p.AvgTaskDuration > 0 {
 		eta = time.Duration((ahead+slots-1)/slots) * p.AvgTaskDuration

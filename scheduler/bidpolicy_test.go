@@ -27,6 +27,8 @@ func TestBidPolicyDecide(t *testing.T) {
 	}{
 		{name: "accepts up to slots+queue", slots: 4},
 		{name: "at most two per slot", pol: func(p *BidPolicy) { p.MaxQueue = 10 }, req: func(r *pb.BidRequest) { r.Tasks = 100 }, slots: 4},
+		{name: "two per slot counts what it holds", pol: func(p *BidPolicy) { p.MaxQueue = 10 }, local: func(l *LocalState) { l.Running = 2; l.Queued = 1 }, req: func(r *pb.BidRequest) { r.Tasks = 100 }, slots: 1},
+		{name: "full at two per slot though the queue has room", pol: func(p *BidPolicy) { p.MaxQueue = 10 }, local: func(l *LocalState) { l.Running = 2; l.Queued = 2 }, reason: ReasonFull},
 		{name: "fewer tasks than room", req: func(r *pb.BidRequest) { r.Tasks = 1 }, slots: 1},
 		{name: "partly busy", local: func(l *LocalState) { l.Running = 2; l.Queued = 1 }, slots: 1},
 		{name: "queue full", local: func(l *LocalState) { l.Running = 2; l.Queued = 2 }, reason: ReasonQueueFull},

@@ -542,7 +542,8 @@ func (c *Coordinator) refill(now time.Time, j *job, p peer.ID) []Action {
 	if lease <= 0 || j.terminal() || j.assembling {
 		return nil
 	}
-	room := lease - j.liveOn(p)
+	live := j.liveOn(p)
+	room := lease - live
 	var acts []Action
 	for _, t := range j.tasks {
 		if room <= 0 {
@@ -553,7 +554,34 @@ func (c *Coordinator) refill(now time.Time, j *job, p peer.ID) []Action {
 			room--
 		}
 	}
+	if live == 0 && room == lease && lease > 0 {
+		acts = append(acts, c.steal(now, j, p)...)
+	}
 	return acts
+}
+
+// steal moves one of j's tasks that waits, not started, in another peer's
+// queue to p, which has nothing of the job left: with tasks of uneven cost
+// a peer whose queue ran dry would otherwise idle while another works
+// through its queue. The queued attempt is cancelled (it is not a failure)
+// and the task is assigned to p.
+func (c *Coordinator) steal(now time.Time, j *job, p peer.ID) []Action {
+	for _, t := range j.tasks {
+		if len(t.copies) != 1 || t.fetching != nil || t.done != nil || t.wantSpec || t.blocked(p) {
+			continue
+		}
+		cp := t.copies[0]
+		if cp.running || cp.peer == p {
+			continue
+		}
+		t.removeCopy(cp)
+		t.started--
+		c.slotDelta(cp.peer, 1)
+		t.status, t.provider = api.TaskPending, ""
+		acts := []Action{CancelTask{JobID: j.rec.ID, TaskID: t.id, Attempt: cp.attempt, Peer: cp.peer, Reason: "moved to an idle peer before it started"}}
+		return append(acts, c.assign(now, j, t, p)...)
+	}
+	return nil
 }
 
 // OnFetched reports the outcome of a FetchResult. Success completes the

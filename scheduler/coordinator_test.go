@@ -355,6 +355,10 @@ func TestExportRestoreMidJob(t *testing.T) {
 	a := split(must(c.Submit(t0, noopJob(t, "j", 3, ""))))
 	a = split(c.OnBids(t0, "j", acceptAll(a.bids[0], 1)))
 	done, fetching, running := a.assigns[0], a.assigns[1], a.assigns[2]
+	// Both have started (a queued task could move to the peer that
+	// finishes first).
+	c.OnProgress(t0, fetching.TaskID, 1, fetching.Peer, pb.TaskState_TASK_STATE_RUNNING, 0.1)
+	c.OnProgress(t0, running.TaskID, 1, running.Peer, pb.TaskState_TASK_STATE_RUNNING, 0.1)
 	f := split(c.OnResult(t0, done.TaskID, 1, done.Peer, success(done)))
 	c.OnFetched(t0, f.fetches[0].TaskID, 1, true, "")
 	c.OnResult(t0, fetching.TaskID, 1, fetching.Peer, success(fetching))
@@ -464,5 +468,56 @@ func TestLeaseRefillsWithoutBidRound(t *testing.T) {
 	c2.OnAttemptFailed(t0, x.TaskID, x.Attempt, x.Peer, "boom")
 	if r := split(c2.OnResult(t0, y.TaskID, y.Attempt, y.Peer, success(y))); len(r.assigns) != 0 {
 		t.Fatalf("refilled after a failure: %+v", r.assigns)
+	}
+}
+
+// TestIdlePeerStealsQueuedTask: a peer whose queue of the job ran dry takes
+// a task still waiting (not started) in another peer's queue; the queued
+// attempt is cancelled without counting as a failure. A started task is
+// never taken.
+func TestIdlePeerStealsQueuedTask(t *testing.T) {
+	c := newCoord(nil)
+	c.Tick(t0, []Entry{entry(t, 0), entry(t, 1)})
+	a := split(must(c.Submit(t0, noopJob(t, "j", 4, ""))))
+	a = split(c.OnBids(t0, "j", acceptAll(a.bids[0], 2)))
+	if len(a.assigns) != 4 {
+		t.Fatalf("assigned %d, want 4", len(a.assigns))
+	}
+	byPeer := map[peer.ID][]Assign{}
+	for _, as := range a.assigns {
+		c.OnAssignReply(t0, as.TaskID, as.Attempt, as.Peer, true, "")
+		byPeer[as.Peer] = append(byPeer[as.Peer], as)
+	}
+	fast, slow := testPeer(t, 0), testPeer(t, 1)
+	// slow starts its first task; its second waits in its queue. fast
+	// starts and finishes both of its tasks.
+	c.OnProgress(t0, byPeer[slow][0].TaskID, byPeer[slow][0].Attempt, slow, pb.TaskState_TASK_STATE_RUNNING, 0)
+	for _, as := range byPeer[fast] {
+		c.OnProgress(t0, as.TaskID, as.Attempt, fast, pb.TaskState_TASK_STATE_RUNNING, 0)
+	}
+	r := split(c.OnResult(t0, byPeer[fast][0].TaskID, byPeer[fast][0].Attempt, fast, success(byPeer[fast][0])))
+	if len(r.assigns) != 0 || len(r.cancels) != 0 {
+		t.Fatalf("stole while the peer still had a task of the job: %+v", r)
+	}
+	r = split(c.OnResult(t0, byPeer[fast][1].TaskID, byPeer[fast][1].Attempt, fast, success(byPeer[fast][1])))
+	queued := byPeer[slow][1]
+	if len(r.cancels) != 1 || r.cancels[0].TaskID != queued.TaskID || r.cancels[0].Peer != slow {
+		t.Fatalf("cancels = %+v, want the queued task on the slow peer", r.cancels)
+	}
+	if len(r.assigns) != 1 || r.assigns[0].TaskID != queued.TaskID || r.assigns[0].Peer != fast {
+		t.Fatalf("assigns = %+v, want the queued task moved to the idle peer", r.assigns)
+	}
+	j := mustJob(t, c, "j")
+	for _, tk := range j.Tasks {
+		if tk.ID == queued.TaskID && tk.Attempts != 1 {
+			t.Fatalf("moved task shows %d attempts, want 1 (a move is not a failure)", tk.Attempts)
+		}
+	}
+	// The running task on the slow peer is not taken: nothing queued is left.
+	moved := r.assigns[0]
+	c.OnAssignReply(t0, moved.TaskID, moved.Attempt, fast, true, "")
+	r = split(c.OnResult(t0, moved.TaskID, moved.Attempt, fast, success(moved)))
+	if len(r.assigns) != 0 || len(r.cancels) != 0 {
+		t.Fatalf("took a running task: %+v", r)
 	}
 }
