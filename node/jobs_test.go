@@ -383,8 +383,10 @@ func TestSmallResultsTravelInline(t *testing.T) {
 	if err := json.NewDecoder(resp.Body).Decode(&stats); err != nil {
 		t.Fatal(err)
 	}
-	if stats.Inline != 6 || stats.Fetched != 0 {
-		t.Fatalf("results inline %d, fetched %d; want 6 and 0", stats.Inline, stats.Fetched)
+	// At least one per task: a task moved off a queue (work stealing) may
+	// have run on both peers, and both results come inline.
+	if stats.Inline < 6 || stats.Fetched != 0 {
+		t.Fatalf("results inline %d, fetched %d; want at least 6 and 0", stats.Inline, stats.Fetched)
 	}
 	used := 0
 	for i := 1; i <= 2; i++ {

@@ -560,6 +560,10 @@ func (c *Coordinator) refill(now time.Time, j *job, p peer.ID) []Action {
 	return acts
 }
 
+// stealMinWait: only a copy assigned at least this long ago, and not
+// reported running, counts as waiting in a queue.
+const stealMinWait = 100 * time.Millisecond
+
 // steal moves one of j's tasks that waits, not started, in another peer's
 // queue to p, which has nothing of the job left: with tasks of uneven cost
 // a peer whose queue ran dry would otherwise idle while another works
@@ -571,7 +575,9 @@ func (c *Coordinator) steal(now time.Time, j *job, p peer.ID) []Action {
 			continue
 		}
 		cp := t.copies[0]
-		if cp.running || cp.peer == p {
+		// A copy assigned moments ago may be running already, its
+		// "running" update still on the way: moving it would do it twice.
+		if cp.running || cp.peer == p || now.Sub(cp.assignedAt) < stealMinWait {
 			continue
 		}
 		t.removeCopy(cp)

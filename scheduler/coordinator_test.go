@@ -474,32 +474,44 @@ func TestLeaseRefillsWithoutBidRound(t *testing.T) {
 // TestIdlePeerStealsQueuedTask: a peer whose queue of the job ran dry takes
 // a task still waiting (not started) in another peer's queue; the queued
 // attempt is cancelled without counting as a failure. A started task is
-// never taken.
+// never taken, nor one assigned moments ago (it may be running already).
 func TestIdlePeerStealsQueuedTask(t *testing.T) {
-	c := newCoord(nil)
-	c.Tick(t0, []Entry{entry(t, 0), entry(t, 1)})
-	a := split(must(c.Submit(t0, noopJob(t, "j", 4, ""))))
-	a = split(c.OnBids(t0, "j", acceptAll(a.bids[0], 2)))
-	if len(a.assigns) != 4 {
-		t.Fatalf("assigned %d, want 4", len(a.assigns))
+	setup := func() (*Coordinator, map[peer.ID][]Assign, peer.ID, peer.ID) {
+		c := newCoord(nil)
+		c.Tick(t0, []Entry{entry(t, 0), entry(t, 1)})
+		a := split(must(c.Submit(t0, noopJob(t, "j", 4, ""))))
+		a = split(c.OnBids(t0, "j", acceptAll(a.bids[0], 2)))
+		if len(a.assigns) != 4 {
+			t.Fatalf("assigned %d, want 4", len(a.assigns))
+		}
+		byPeer := map[peer.ID][]Assign{}
+		for _, as := range a.assigns {
+			c.OnAssignReply(t0, as.TaskID, as.Attempt, as.Peer, true, "")
+			byPeer[as.Peer] = append(byPeer[as.Peer], as)
+		}
+		fast, slow := testPeer(t, 0), testPeer(t, 1)
+		// slow starts its first task; its second waits in its queue. fast
+		// starts both of its tasks and finishes the first.
+		c.OnProgress(t0, byPeer[slow][0].TaskID, byPeer[slow][0].Attempt, slow, pb.TaskState_TASK_STATE_RUNNING, 0)
+		for _, as := range byPeer[fast] {
+			c.OnProgress(t0, as.TaskID, as.Attempt, fast, pb.TaskState_TASK_STATE_RUNNING, 0)
+		}
+		r := split(c.OnResult(t0, byPeer[fast][0].TaskID, byPeer[fast][0].Attempt, fast, success(byPeer[fast][0])))
+		if len(r.assigns) != 0 || len(r.cancels) != 0 {
+			t.Fatalf("stole while the peer still had a task of the job: %+v", r)
+		}
+		return c, byPeer, fast, slow
 	}
-	byPeer := map[peer.ID][]Assign{}
-	for _, as := range a.assigns {
-		c.OnAssignReply(t0, as.TaskID, as.Attempt, as.Peer, true, "")
-		byPeer[as.Peer] = append(byPeer[as.Peer], as)
-	}
-	fast, slow := testPeer(t, 0), testPeer(t, 1)
-	// slow starts its first task; its second waits in its queue. fast
-	// starts and finishes both of its tasks.
-	c.OnProgress(t0, byPeer[slow][0].TaskID, byPeer[slow][0].Attempt, slow, pb.TaskState_TASK_STATE_RUNNING, 0)
-	for _, as := range byPeer[fast] {
-		c.OnProgress(t0, as.TaskID, as.Attempt, fast, pb.TaskState_TASK_STATE_RUNNING, 0)
-	}
-	r := split(c.OnResult(t0, byPeer[fast][0].TaskID, byPeer[fast][0].Attempt, fast, success(byPeer[fast][0])))
+
+	// Moments after the assignment: not taken.
+	c, byPeer, fast, _ := setup()
+	r := split(c.OnResult(t0.Add(50*time.Millisecond), byPeer[fast][1].TaskID, byPeer[fast][1].Attempt, fast, success(byPeer[fast][1])))
 	if len(r.assigns) != 0 || len(r.cancels) != 0 {
-		t.Fatalf("stole while the peer still had a task of the job: %+v", r)
+		t.Fatalf("stole a copy assigned 50 ms ago: %+v", r)
 	}
-	r = split(c.OnResult(t0, byPeer[fast][1].TaskID, byPeer[fast][1].Attempt, fast, success(byPeer[fast][1])))
+
+	c, byPeer, fast, slow := setup()
+	r = split(c.OnResult(t0.Add(time.Second), byPeer[fast][1].TaskID, byPeer[fast][1].Attempt, fast, success(byPeer[fast][1])))
 	queued := byPeer[slow][1]
 	if len(r.cancels) != 1 || r.cancels[0].TaskID != queued.TaskID || r.cancels[0].Peer != slow {
 		t.Fatalf("cancels = %+v, want the queued task on the slow peer", r.cancels)
@@ -515,8 +527,9 @@ func TestIdlePeerStealsQueuedTask(t *testing.T) {
 	}
 	// The running task on the slow peer is not taken: nothing queued is left.
 	moved := r.assigns[0]
-	c.OnAssignReply(t0, moved.TaskID, moved.Attempt, fast, true, "")
-	r = split(c.OnResult(t0, moved.TaskID, moved.Attempt, fast, success(moved)))
+	now := t0.Add(2 * time.Second)
+	c.OnAssignReply(now, moved.TaskID, moved.Attempt, fast, true, "")
+	r = split(c.OnResult(now, moved.TaskID, moved.Attempt, fast, success(moved)))
 	if len(r.assigns) != 0 || len(r.cancels) != 0 {
 		t.Fatalf("took a running task: %+v", r)
 	}
