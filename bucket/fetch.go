@@ -285,34 +285,19 @@ func (s *Store) serveFetch(st network.Stream) error {
 		return err
 	}
 	out = append(out, carHeader(root)...)
-	var sent int64
 	var big []byte // for a block larger than out
-	seen := map[string]struct{}{root.KeyString(): {}}
-	stack := []cid.Cid{root}
-	for len(stack) > 0 {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		c := stack[len(stack)-1]
-		stack = stack[:len(stack)-1]
-		n, err := s.bs.GetSize(ctx, c)
-		if err != nil {
-			return fmt.Errorf("%w: %s: %w", ErrMissingBlock, c, err)
-		}
-		sent += int64(n)
-		if sent > limit {
-			return fmt.Errorf("%w: DAG %s exceeds %d bytes", ErrTooLarge, root, limit)
-		}
+	err = s.walkDAG(ctx, root, limit, func(c cid.Cid, n int) ([]byte, error) {
 		// The block is read straight into out, after its section header;
 		// one larger than out gets its own buffer and write.
 		if cap(out)-len(out) < n+maxSectionHeader {
 			if err := send(); err != nil {
-				return fmt.Errorf("write fetch stream: %w", err)
+				return nil, fmt.Errorf("write fetch stream: %w", err)
 			}
 		}
 		out = sectionHeader(out, c, n)
+		fits := n+maxSectionHeader <= cap(out)
 		var data []byte
-		if n+maxSectionHeader <= cap(out) {
+		if fits {
 			data = out[len(out) : len(out)+n]
 		} else {
 			if cap(big) < n {
@@ -321,22 +306,23 @@ func (s *Store) serveFetch(st network.Stream) error {
 			data = big[:n]
 		}
 		if err := s.pbs.readInto(ctx, c, data); err != nil {
-			return fmt.Errorf("%w: %s: %w", ErrMissingBlock, c, err)
+			return nil, fmt.Errorf("%w: %s: %w", ErrMissingBlock, c, err)
 		}
-		if n+maxSectionHeader <= cap(out) {
+		if fits {
 			out = out[:len(out)+n]
-		} else {
-			if err := send(); err != nil {
-				return fmt.Errorf("write fetch stream: %w", err)
-			}
-			_ = st.SetWriteDeadline(time.Now().Add(idle))
-			if _, err := st.Write(data); err != nil {
-				return fmt.Errorf("write block %s: %w", c, err)
-			}
+			return data, nil
 		}
-		if stack, err = pushLinks(stack, seen, c, data); err != nil {
-			return err
+		if err := send(); err != nil {
+			return nil, fmt.Errorf("write fetch stream: %w", err)
 		}
+		_ = st.SetWriteDeadline(time.Now().Add(idle))
+		if _, err := st.Write(data); err != nil {
+			return nil, fmt.Errorf("write block %s: %w", c, err)
+		}
+		return data, nil
+	})
+	if err != nil {
+		return err
 	}
 	return send()
 }

@@ -6,8 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 
-	"github.com/ipfs/boxo/ipld/merkledag"
 	"github.com/ipfs/go-cid"
 )
 
@@ -25,45 +25,19 @@ func (s *Store) ExportCAR(ctx context.Context, root cid.Cid, maxBytes int64) ([]
 		return nil, err
 	}
 	car := carHeader(root)
-	err := s.walkDAG(ctx, root, maxBytes, func(c cid.Cid, data []byte) error {
-		car = append(sectionHeader(car, c, len(data)), data...)
-		return nil
+	err := s.walkDAG(ctx, root, maxBytes, func(c cid.Cid, n int) ([]byte, error) {
+		car = slices.Grow(sectionHeader(car, c, n), n)
+		data := car[len(car) : len(car)+n]
+		if err := s.pbs.readInto(ctx, c, data); err != nil {
+			return nil, fmt.Errorf("%w: %s: %w", ErrMissingBlock, c, err)
+		}
+		car = car[:len(car)+n]
+		return data, nil
 	})
 	if err != nil {
 		return nil, err
 	}
 	return car, nil
-}
-
-// walkDAG calls fn for every block of root's DAG held here, in pre-order
-// DFS, each once, failing with ErrTooLarge past limit bytes of blocks.
-func (s *Store) walkDAG(ctx context.Context, root cid.Cid, limit int64, fn func(c cid.Cid, data []byte) error) error {
-	var sent int64
-	seen := map[string]struct{}{root.KeyString(): {}}
-	stack := []cid.Cid{root}
-	for len(stack) > 0 {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		c := stack[len(stack)-1]
-		stack = stack[:len(stack)-1]
-		blk, err := s.bs.Get(ctx, c)
-		if err != nil {
-			return fmt.Errorf("%w: %s: %w", ErrMissingBlock, c, err)
-		}
-		data := blk.RawData()
-		sent += int64(len(data))
-		if sent > limit {
-			return fmt.Errorf("%w: DAG %s exceeds %d bytes", ErrTooLarge, root, limit)
-		}
-		if err := fn(c, data); err != nil {
-			return fmt.Errorf("block %s: %w", c, err)
-		}
-		if stack, err = pushLinks(stack, seen, c, data); err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 // ImportCAR verifies car, a CAR of root's whole DAG from an untrusted
@@ -109,27 +83,4 @@ func (s *Store) ImportCAR(ctx context.Context, root cid.Cid, car []byte, maxByte
 		return fmt.Errorf("inline result %s: store: %w", root, err)
 	}
 	return s.pin(ctx, root, s.cfg.resultTTL, "fetched")
-}
-
-// pushLinks pushes the links of block c (data) not seen before onto the
-// DFS stack, in reverse so that the first link is visited first
-// (pre-order, the order of a fetch stream). Raw blocks have no links.
-func pushLinks(stack []cid.Cid, seen map[string]struct{}, c cid.Cid, data []byte) ([]cid.Cid, error) {
-	if c.Type() != cid.DagProtobuf {
-		return stack, nil
-	}
-	nd, err := merkledag.DecodeProtobuf(data)
-	if err != nil {
-		return stack, fmt.Errorf("decode %s: %w", c, err)
-	}
-	links := nd.Links()
-	for i := len(links) - 1; i >= 0; i-- {
-		k := links[i].Cid.KeyString()
-		if _, ok := seen[k]; ok {
-			continue
-		}
-		seen[k] = struct{}{}
-		stack = append(stack, links[i].Cid)
-	}
-	return stack, nil
 }
