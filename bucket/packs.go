@@ -258,12 +258,7 @@ func (p *packStore) appendSections(buf []byte, entries []packEntry) error {
 		return err
 	}
 	p.mu.Lock()
-	for _, e := range keep {
-		l := e.loc
-		l.pack, l.off = cur.id, base+l.off
-		p.pending[string(e.hash)] = l
-		cur.live += int64(l.n)
-	}
+	p.registerLocked(cur, base, keep)
 	p.mu.Unlock()
 	// Queue writeback now (and wait for the previous batch), so dirty data
 	// does not pile up and the final fsync is short.
@@ -687,18 +682,26 @@ func (p *packStore) appendMoved(buf []byte, entries []packEntry, olds []packLoc)
 		return err
 	}
 	p.mu.Lock()
-	for i, e := range entries {
-		l := e.loc
-		l.pack, l.off = cur.id, base+l.off
-		p.pending[string(e.hash)] = l
-		cur.live += int64(l.n)
-		if old := p.packs[olds[i].pack]; old != nil {
-			old.live -= int64(olds[i].n)
+	p.registerLocked(cur, base, entries)
+	for _, o := range olds {
+		if old := p.packs[o.pack]; old != nil {
+			old.live -= int64(o.n)
 		}
 	}
 	p.mu.Unlock()
 	cur.startWriteback()
 	return nil
+}
+
+// registerLocked records entries, appended to cur at offset base, as
+// pending (readable, durable at the next sync). p.mu is held.
+func (p *packStore) registerLocked(cur *packFile, base int64, entries []packEntry) {
+	for _, e := range entries {
+		l := e.loc
+		l.pack, l.off = cur.id, base+l.off
+		p.pending[string(e.hash)] = l
+		cur.live += int64(l.n)
+	}
 }
 
 // pendingBytes reports the bytes of blocks not yet durable (tests).
