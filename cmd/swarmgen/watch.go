@@ -344,6 +344,10 @@ func (w *watcher) follow(ctx context.Context, cl *api.Client, v *jobView) error 
 	if term, err := snapshot(ctx); err != nil || term {
 		return err
 	}
+	// Draw the first state now rather than through the coalescing redraw:
+	// a fast job's events could otherwise land before the first draw and a
+	// log would never show that the job was seen running.
+	w.draw(time.Now())
 
 	sctx, stop := context.WithCancel(ctx)
 	defer stop()
