@@ -142,12 +142,17 @@ func (n *Node) pull(ctx context.Context, p peer.ID) (pullResult, error) {
 	}
 	now := n.now()
 	var r pullResult
+	fresh := resp.Ads[:0]
 	for _, sa := range resp.Ads {
-		if n.knownAd(sa) {
-			continue
+		if !n.knownAd(sa) {
+			fresh = append(fresh, sa)
 		}
-		v, err := protocol.VerifyAd(sa, "", n.cfg.Pool, now)
-		if err != nil {
+	}
+	// One batch for the lot: a joining node's pulls bring ~all the pool's
+	// ads, and their signatures are most of the CPU it spends joining.
+	vs, errs := protocol.VerifyAds(fresh, "", n.cfg.Pool, now)
+	for i, v := range vs {
+		if err := errs[i]; err != nil {
 			n.adStats.reject(err)
 			continue
 		}

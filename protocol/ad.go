@@ -82,43 +82,86 @@ func DecodeAd(data []byte, from peer.ID, pool string, now time.Time) (*VerifiedA
 
 // VerifyAd validates an already decoded SignedAd; see DecodeAd.
 func VerifyAd(s *pb.SignedAd, from peer.ID, pool string, now time.Time) (*VerifiedAd, error) {
+	vs, errs := VerifyAds([]*pb.SignedAd{s}, from, pool, now)
+	return vs[0], errs[0]
+}
+
+// VerifyAds is VerifyAd for many ads at once, such as a table-sync
+// response: their signatures are checked as one batch, at about 40% of the
+// cost of checking them one by one. ads[i] yields either vs[i] or errs[i];
+// a bad ad does not affect the others.
+func VerifyAds(ads []*pb.SignedAd, from peer.ID, pool string, now time.Time) (vs []*VerifiedAd, errs []error) {
+	vs = make([]*VerifiedAd, len(ads))
+	errs = make([]error, len(ads))
+	checks := make([]sigCheck, 0, len(ads))
+	idx := make([]int, 0, len(ads))
+	for i, s := range ads {
+		ad, pid, err := decodeAd(s, from)
+		if err != nil {
+			errs[i] = err
+			continue
+		}
+		vs[i] = &VerifiedAd{Ad: ad, Signed: s, Peer: pid}
+		checks = append(checks, sigCheck{pid, domainAd, s.Ad, s.Signature})
+		idx = append(idx, i)
+	}
+	for j, err := range verifyAll(checks) {
+		i := idx[j]
+		if err == nil {
+			err = checkAd(vs[i].Ad, pool, now)
+		} else {
+			err = fmt.Errorf("%w: %v", ErrAdSignature, err)
+		}
+		if err != nil {
+			vs[i], errs[i] = nil, err
+		}
+	}
+	return vs, errs
+}
+
+// decodeAd runs the checks that come before the signature: sizes, the
+// encoding, the version and who the ad names.
+func decodeAd(s *pb.SignedAd, from peer.ID) (*pb.CapacityAd, peer.ID, error) {
 	if s == nil || len(s.Ad) == 0 || len(s.Signature) == 0 {
-		return nil, fmt.Errorf("%w: empty ad or signature", ErrAdMalformed)
+		return nil, "", fmt.Errorf("%w: empty ad or signature", ErrAdMalformed)
 	}
 	if len(s.Ad)+len(s.Signature) > MaxAdSize {
-		return nil, fmt.Errorf("%w: %d bytes, limit %d", ErrAdOversized, len(s.Ad)+len(s.Signature), MaxAdSize)
+		return nil, "", fmt.Errorf("%w: %d bytes, limit %d", ErrAdOversized, len(s.Ad)+len(s.Signature), MaxAdSize)
 	}
 	var ad pb.CapacityAd
 	if err := proto.Unmarshal(s.Ad, &ad); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrAdMalformed, err)
+		return nil, "", fmt.Errorf("%w: %v", ErrAdMalformed, err)
 	}
 	if ad.Version != Version {
-		return nil, fmt.Errorf("%w: version %d, want %d", ErrAdVersion, ad.Version, Version)
+		return nil, "", fmt.Errorf("%w: version %d, want %d", ErrAdVersion, ad.Version, Version)
 	}
 	pid, err := peer.IDFromBytes(ad.PeerId)
 	if err != nil {
-		return nil, fmt.Errorf("%w: peer_id: %v", ErrAdMalformed, err)
+		return nil, "", fmt.Errorf("%w: peer_id: %v", ErrAdMalformed, err)
 	}
 	if from != "" && from != pid {
-		return nil, fmt.Errorf("%w: ad names %s, sent by %s", ErrAdWrongPeer, pid, from)
+		return nil, "", fmt.Errorf("%w: ad names %s, sent by %s", ErrAdWrongPeer, pid, from)
 	}
-	if err := verify(pid, domainAd, s.Ad, s.Signature); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrAdSignature, err)
-	}
+	return &ad, pid, nil
+}
+
+// checkAd runs the checks that come after the signature: the pool, the
+// values and the clock.
+func checkAd(ad *pb.CapacityAd, pool string, now time.Time) error {
 	if ad.Pool != pool {
-		return nil, fmt.Errorf("%w: %q, this node is in %q", ErrAdWrongPool, ad.Pool, pool)
+		return fmt.Errorf("%w: %q, this node is in %q", ErrAdWrongPool, ad.Pool, pool)
 	}
-	if err := checkAdValues(&ad); err != nil {
-		return nil, err
+	if err := checkAdValues(ad); err != nil {
+		return err
 	}
 	ts := time.UnixMilli(ad.TimestampMs)
 	if ts.After(now.Add(MaxClockSkew)) {
-		return nil, fmt.Errorf("%w: %s ahead of this node's clock", ErrAdFuture, ts.Sub(now).Round(time.Millisecond))
+		return fmt.Errorf("%w: %s ahead of this node's clock", ErrAdFuture, ts.Sub(now).Round(time.Millisecond))
 	}
 	if !ts.Add(time.Duration(ad.TtlMs) * time.Millisecond).After(now) {
-		return nil, fmt.Errorf("%w: signed %s ago with ttl %dms", ErrAdExpired, now.Sub(ts).Round(time.Millisecond), ad.TtlMs)
+		return fmt.Errorf("%w: signed %s ago with ttl %dms", ErrAdExpired, now.Sub(ts).Round(time.Millisecond), ad.TtlMs)
 	}
-	return &VerifiedAd{Ad: &ad, Signed: s, Peer: pid}, nil
+	return nil
 }
 
 func badValue(field string, v any) error {

@@ -56,10 +56,17 @@ func TestDecodeAdAcceptsValid(t *testing.T) {
 	}
 }
 
-func TestDecodeAdRejectsHostile(t *testing.T) {
-	k, id := testKey(t)
+type hostileAd struct {
+	name string
+	data []byte
+	from peer.ID
+	want error
+}
+
+// hostileAds are ads, signed by k for id unless said otherwise, that a
+// receiver at now in pool "p" must refuse, each with the error it must give.
+func hostileAds(t *testing.T, k crypto.PrivKey, id peer.ID, now time.Time) []hostileAd {
 	other, otherID := testKey(t)
-	now := time.Now()
 	mut := func(f func(*pb.CapacityAd)) []byte {
 		ad := validAd(id, now)
 		f(ad)
@@ -71,12 +78,7 @@ func TestDecodeAdRejectsHostile(t *testing.T) {
 		b, _ := proto.Marshal(s)
 		return b
 	}()
-	cases := []struct {
-		name string
-		data []byte
-		from peer.ID
-		want error
-	}{
+	return []hostileAd{
 		{"oversized", bytes.Repeat([]byte{1}, MaxAdSize+1), id, ErrAdOversized},
 		{"garbage", []byte("\xff\xff\xff"), id, ErrAdMalformed},
 		{"empty", nil, id, ErrAdMalformed},
@@ -102,13 +104,88 @@ func TestDecodeAdRejectsHostile(t *testing.T) {
 			a.WarmModels = []string{strings.Repeat("m", 1000), strings.Repeat("n", 1000), strings.Repeat("o", 1000), strings.Repeat("p", 1000)}
 		}), id, ErrAdOversized},
 	}
-	for _, c := range cases {
+}
+
+func TestDecodeAdRejectsHostile(t *testing.T) {
+	k, id := testKey(t)
+	now := time.Now()
+	for _, c := range hostileAds(t, k, id, now) {
 		t.Run(c.name, func(t *testing.T) {
 			_, err := DecodeAd(c.data, c.from, "p", now)
 			if !errors.Is(err, c.want) {
 				t.Fatalf("got %v, want %v", err, c.want)
 			}
 		})
+	}
+}
+
+// TestVerifyAdsBatch checks that a batch gives each ad the verdict it gets
+// alone: valid ads from many keys pass, each hostile one fails with its own
+// error, and one bad signature does not sink the rest of the batch.
+func TestVerifyAdsBatch(t *testing.T) {
+	now := time.Now()
+	k, id := testKey(t)
+	var ads []*pb.SignedAd
+	var want []error
+	for i := 0; i < 20; i++ {
+		ki, idi := testKey(t)
+		s, err := SignAd(ki, validAd(idi, now))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ads, want = append(ads, s), append(want, nil)
+		if i%5 == 0 {
+			// A node with a secp256k1 identity: checked outside the
+			// Ed25519 batch, still checked.
+			sk, _, _ := crypto.GenerateSecp256k1Key(rand.Reader)
+			sid, _ := peer.IDFromPrivateKey(sk)
+			s, err := SignAd(sk, validAd(sid, now))
+			if err != nil {
+				t.Fatal(err)
+			}
+			ads, want = append(ads, s), append(want, nil)
+		}
+	}
+	for _, c := range hostileAds(t, k, id, now) {
+		var s pb.SignedAd
+		if proto.Unmarshal(c.data, &s) != nil || c.want == ErrAdWrongPeer {
+			continue // never gets past the decoder; no sender in a batch
+		}
+		ads, want = append(ads, &s), append(want, c.want)
+	}
+	for round := 0; round < 3; round++ {
+		vs, errs := VerifyAds(ads, "", "p", now)
+		for i := range ads {
+			switch {
+			case want[i] == nil && (errs[i] != nil || vs[i] == nil || vs[i].Signed != ads[i]):
+				t.Fatalf("ad %d: valid ad refused: %v", i, errs[i])
+			case want[i] != nil && (!errors.Is(errs[i], want[i]) || vs[i] != nil):
+				t.Fatalf("ad %d: got %v, want %v", i, errs[i], want[i])
+			}
+		}
+		// Reorder so the bad signatures sit elsewhere in the batch.
+		ads = append(ads[1:], ads[0])
+		want = append(want[1:], want[0])
+	}
+	// Only valid ads: the batch path with no fallback.
+	vs, errs := VerifyAds(ads[:20], "", "p", now)
+	for i := range vs {
+		if errs[i] != nil || vs[i] == nil {
+			t.Fatalf("ad %d refused in an all-valid batch: %v", i, errs[i])
+		}
+	}
+	// One bad signature among good ones.
+	bad := proto.Clone(ads[3]).(*pb.SignedAd)
+	bad.Signature[5] ^= 1
+	batch := append([]*pb.SignedAd{bad}, ads[:10]...)
+	_, errs = VerifyAds(batch, "", "p", now)
+	if !errors.Is(errs[0], ErrAdSignature) {
+		t.Fatalf("tampered ad in a batch: %v", errs[0])
+	}
+	for i, err := range errs[1:] {
+		if err != nil {
+			t.Fatalf("ad %d refused beside a tampered one: %v", i+1, err)
+		}
 	}
 }
 
