@@ -63,18 +63,8 @@ func benchConverge(b *testing.B, count int) {
 		}
 		nodes = append(nodes, n)
 	}
-	if path := os.Getenv("SWARMGEN_CONVERGE_CPUPROFILE"); path != "" {
-		// Profiles only the timed part; the node start-up would swamp it.
-		f, err := os.Create(fmt.Sprintf("%s.%d", path, count))
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			b.Fatal(err)
-		}
-		defer pprof.StopCPUProfile()
-	}
+	// Profiles only the timed part; the node start-up would swamp it.
+	defer profileTimed(b, "SWARMGEN_CONVERGE_CPUPROFILE", count)()
 	// The deadline runs from the first dial: start-up on a loaded machine
 	// must not eat into it.
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -152,4 +142,26 @@ func processCPU() time.Duration {
 		return 0
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// profileTimed starts a CPU profile to $env.<suffix> when the environment
+// variable env names a path, for a benchmark to profile its timed part
+// only; the returned func stops it.
+func profileTimed(b *testing.B, env string, suffix any) func() {
+	path := os.Getenv(env)
+	if path == "" {
+		return func() {}
+	}
+	f, err := os.Create(fmt.Sprintf("%s.%v", path, suffix))
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		b.Fatal(err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}
 }

@@ -129,6 +129,9 @@ func waitDone(b *testing.B, n *Node, id string, d time.Duration) api.Job {
 // is scheduling and protocol, not process start-up.
 //
 //	go test -run '^$' -bench SchedulingThroughput -benchtime 1x ./node
+//
+// SWARMGEN_THROUGHPUT_CPUPROFILE=<path> writes a CPU profile of the timed
+// part to <path>.<P>.
 func BenchmarkSchedulingThroughput(b *testing.B) {
 	for _, providers := range []int{10, 50} {
 		b.Run(fmt.Sprintf("providers=%d", providers), func(b *testing.B) {
@@ -137,11 +140,13 @@ func BenchmarkSchedulingThroughput(b *testing.B) {
 			tasks := benchTasks
 			body := fmt.Sprintf(`{"templateID":"noop","params":{"partitioner":{"num_replicas":%d},"app":{}}}`, tasks)
 			b.ResetTimer()
+			stop := profileTimed(b, "SWARMGEN_THROUGHPUT_CPUPROFILE", providers)
 			start := time.Now()
 			for i := 0; i < b.N; i++ {
 				waitDone(b, n, benchSubmit(b, n.APIAddr(), body), benchJobWait)
 			}
 			el := time.Since(start)
+			stop()
 			b.ReportMetric(float64(tasks*b.N)/el.Seconds(), "tasks/s")
 		})
 	}
