@@ -126,17 +126,18 @@ func (n *Node) defaultSlots() int {
 	return s
 }
 
-// Ads after AdChanged: the first change after a quiet spell goes out
-// within adChangeDelay; a busy provider's load changes many times a second,
-// and every ad costs each node of the pool a signature check, so later
-// changes are coalesced to one ad per adChangeEvery. Only news goes out
-// early (adNews): what the node offers, or whether it has room; load
-// counts that move while it stays full (or stays free) wait for the
-// periodic ad. Submitters do not wait for these ads: a coordinator counts
-// its own assignments against a peer's advertised slots, and a bid is
-// answered from the provider's live state.
+// Ads after AdChanged: the change must settle for adSettle, and what is
+// news then (adNews: what the node offers, or whether it has a free slot,
+// compared with the last ad it published) goes out, at most one such ad
+// per adChangeEvery; load counts that move while it stays full (or stays
+// free) wait for the periodic ad. The settling filters flaps: a provider
+// between two jobs is free for a few milliseconds, and announcing that to
+// the pool (every ad costs every node a signature check) told nobody
+// anything. Submitters do not wait for these ads: a coordinator counts its
+// own assignments against a peer's advertised slots, and a bid is answered
+// from the provider's live state.
 const (
-	adChangeDelay = 100 * time.Millisecond
+	adSettle      = 500 * time.Millisecond
 	adChangeEvery = time.Second
 )
 
@@ -177,7 +178,7 @@ func (n *Node) adNews() bool {
 }
 
 // publishLoop publishes an ad at start, every AdInterval, and soon after
-// AdChanged when the change is news (see adChangeDelay and adNews).
+// AdChanged when the change is news (see adSettle and adNews).
 func (n *Node) publishLoop(ctx context.Context) {
 	t := time.NewTicker(n.cfg.AdInterval)
 	defer t.Stop()
@@ -199,7 +200,7 @@ func (n *Node) publishLoop(ctx context.Context) {
 		case <-t.C:
 			publish = true
 		case <-n.adTrigger:
-			wait := max(adChangeDelay, adChangeEvery-time.Since(last))
+			wait := max(adSettle, adChangeEvery-time.Since(last))
 			select {
 			case <-ctx.Done():
 				return

@@ -10,9 +10,10 @@ import (
 )
 
 // TestAdChangePublishesOnlyNews: a load change goes out early only when it
-// flips whether the node has room (or what it offers changes); counts that
-// move while it stays full wait for the periodic ad, which here is a
-// minute away. The peer's table follows what was published.
+// flips whether the node has room (or what it offers changes) and the flip
+// lasts; counts that move while it stays full wait for the periodic ad,
+// which here is a minute away. The peer's table follows what was
+// published.
 func TestAdChangePublishesOnlyNews(t *testing.T) {
 	mod := func(c *Config) { c.AdInterval = time.Minute; c.Slots = 4 }
 	a := testNode(t, t.TempDir(), mod)
@@ -43,7 +44,9 @@ func TestAdChangePublishesOnlyNews(t *testing.T) {
 	quiet := func(what string) {
 		t.Helper()
 		before := seq()
-		time.Sleep(adChangeEvery + 300*time.Millisecond)
+		// Long enough for the change and one queued before it to settle
+		// and be judged, so the next step starts with none pending.
+		time.Sleep(adChangeEvery + 2*adSettle + 200*time.Millisecond)
 		if seq() != before {
 			t.Fatalf("%s: an ad went out early", what)
 		}
@@ -60,6 +63,11 @@ func TestAdChangePublishesOnlyNews(t *testing.T) {
 	}
 	set(api.Load{Running: 1, Slots: 4}, nil)
 	quiet("one task of four slots")
+	// Full for a moment, free again before the change settled: a flap.
+	set(api.Load{Running: 4, Slots: 4}, nil)
+	time.Sleep(adSettle / 5)
+	set(api.Load{Running: 3, Slots: 4}, nil)
+	quiet("full for a moment")
 	set(api.Load{Running: 4, Slots: 4}, nil)
 	published("full", func(l api.Load) bool { return l.Running == 4 })
 	set(api.Load{Running: 4, Queued: 3, Slots: 4}, nil)
