@@ -184,7 +184,7 @@ func New(ctx context.Context, h host.Host, dataDir string, opts ...Option) (*Sto
 	var pd packDir = newMemPackDir()
 	packPath := filepath.Join(dataDir, "packs")
 	if !cfg.inMemory {
-		if pd, err = newOSPackDir(packPath); err != nil {
+		if pd, err = newOSPackDir(packPath, cfg.deferSync); err != nil {
 			d.Close()
 			return nil, fmt.Errorf("bucket: %w", err)
 		}
