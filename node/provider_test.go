@@ -3,8 +3,11 @@ package node
 import (
 	"context"
 	"testing"
+	"time"
 
+	"github.com/swarmgen/swarmgen/api"
 	"github.com/swarmgen/swarmgen/inference"
+	"github.com/swarmgen/swarmgen/inference/apps"
 	"github.com/swarmgen/swarmgen/jobspec"
 )
 
@@ -55,5 +58,50 @@ func TestAllowImagesRestrictsDocker(t *testing.T) {
 		if got != c.wantKind {
 			t.Errorf("%s with allow %v: picked %q, want %q", c.tmpl.ID, c.allow, got, c.wantKind)
 		}
+	}
+}
+
+// Bid reservations a job did not use are released, not held (denying other
+// jobs' bids that capacity) until they expire: a 2-task job gets bids of 2
+// slots from each of three providers, 6 reserved for 2 used. A provider
+// drops them when the job's last task with it ends, and the submitter
+// releases them on every peer it asked when the job ends.
+func TestProviderReleasesUnusedReservations(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	d, err := StartDevnet(ctx, DevnetConfig{Nodes: 4, API: "127.0.0.1:0", DataDir: t.TempDir(), Logger: quietLogger(),
+		Configure: func(i int, c *Config) {
+			c.Provide = i > 0
+			c.Slots = 2
+		},
+		Options: []Option{WithExecutor(inference.KindProcess, inference.NewInProcess(apps.Funcs())), WithSchedulerConfig(fastScheduler())}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	if err := d.WaitConverged(ctx); err != nil {
+		t.Fatal(err)
+	}
+	api0 := d.Nodes()[0].APIAddr()
+	reserved := func() int {
+		n := 0
+		for _, pn := range d.Nodes()[1:] {
+			pn.provider.mu.Lock()
+			n += pn.provider.queue.Reserved()
+			pn.provider.mu.Unlock()
+		}
+		return n
+	}
+	for round := 0; round < 3; round++ {
+		code, m := postJob(t, api0, []byte(`{"templateID":"noop","params":{"partitioner":{"num_replicas":2},"app":{}}}`))
+		if code != 201 {
+			t.Fatalf("submit: %d %v", code, m)
+		}
+		j := waitJob(t, api0, m["id"].(string), 30*time.Second, api.JobCompleted, api.JobFailed)
+		if j.Status != api.JobCompleted {
+			t.Fatalf("job %s: %s", j.Status, j.Error)
+		}
+		// Well inside the 5 s a reservation would otherwise live.
+		eventually(t, time.Second, "reservations released", func() bool { return reserved() == 0 })
 	}
 }

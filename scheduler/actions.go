@@ -38,7 +38,9 @@ type Assign struct {
 }
 
 // CancelTask: tell Peer to stop the task's attempt (best effort; the
-// coordinator has already forgotten the attempt).
+// coordinator has already forgotten the attempt). An empty TaskID, sent
+// when the job has ended, releases the job's bid reservations on Peer
+// (and stops whatever of the job it still holds).
 type CancelTask struct {
 	JobID   string
 	TaskID  string

@@ -127,4 +127,13 @@ func TestQueueBounds(t *testing.T) {
 	if _, ok := q.Pop(); ok {
 		t.Fatal("pop from empty queue")
 	}
+	// Release drops one job's reservations, not another's.
+	q.Reserve("j", 2, t0.Add(time.Hour))
+	q.Reserve("k", 1, t0.Add(time.Hour))
+	if n := q.Release("j"); n != 2 || q.Reserved() != 1 || q.Free() != 2 {
+		t.Fatalf("released %d, reserved %d, free %d", n, q.Reserved(), q.Free())
+	}
+	if n := q.Release("j"); n != 0 {
+		t.Fatalf("released %d twice", n)
+	}
 }

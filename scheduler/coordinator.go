@@ -3,6 +3,7 @@ package scheduler
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"slices"
 	"sort"
@@ -291,9 +292,13 @@ func (c *Coordinator) place(now time.Time, j *job) []Action {
 	}
 	cands = cands[:min(c.cfg.TopK, len(cands))]
 	r := &bidRound{deadline: now.Add(c.cfg.BidTimeout), scores: map[peer.ID]float64{}}
+	if j.asked == nil {
+		j.asked = map[peer.ID]struct{}{}
+	}
 	for _, cd := range cands {
 		r.peers = append(r.peers, cd.Peer)
 		r.scores[cd.Peer] = cd.Score
+		j.asked[cd.Peer] = struct{}{}
 	}
 	j.round = r
 	res := j.rec.Resources
@@ -828,6 +833,12 @@ func (c *Coordinator) finish(now time.Time, j *job, status, msg string) []Action
 			acts = append(acts, c.taskEvent(now, t, t.provider, msg))
 		}
 	}
+	// Release what the job's bids reserved and it did not use; sorted, so
+	// that the actions replay the same way.
+	for _, p := range slices.Sorted(maps.Keys(j.asked)) {
+		acts = append(acts, CancelTask{JobID: j.rec.ID, Peer: p, Reason: "job ended: releasing its bid reservations"})
+	}
+	j.asked = nil
 	j.status, j.finished, j.round, j.assembling = status, now, nil, false
 	if status != api.JobCompleted {
 		j.err = msg

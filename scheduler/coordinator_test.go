@@ -223,6 +223,14 @@ func TestSpeculativeCopyFirstResultWins(t *testing.T) {
 	if j = mustJob(t, c, "j"); j.Status != api.JobCompleted || j.Bucket.CID != "bafybucket" {
 		t.Fatalf("job = %+v", j)
 	}
+	// Completed: every peer asked for a bid releases what the job's bids
+	// reserved there, once, in a replayable order.
+	if len(a.releases) != len(table) || !slices.IsSortedFunc(a.releases, func(x, y CancelTask) int { return strings.Compare(string(x.Peer), string(y.Peer)) }) || len(a.cancels) != 0 {
+		t.Fatalf("releases = %+v cancels %+v", a.releases, a.cancels)
+	}
+	if again := split(c.Tick(now.Add(time.Minute), table)); len(again.releases) != 0 {
+		t.Fatalf("released again: %+v", again.releases)
+	}
 }
 
 func TestSpeculativeOriginalWinsCancelsCopy(t *testing.T) {
@@ -281,6 +289,10 @@ func TestCancel(t *testing.T) {
 	if len(a2.cancels) != 2 {
 		t.Fatalf("cancels = %+v", a2.cancels)
 	}
+	// Both peers were asked for bids: both release what the job reserved.
+	if len(a2.releases) != 2 || a2.releases[0].Peer == a2.releases[1].Peer {
+		t.Fatalf("releases = %+v", a2.releases)
+	}
 	j := mustJob(t, c, "j")
 	if j.Status != api.JobCancelled || j.Tasks[0].Status != api.TaskCompleted || j.Tasks[1].Status != api.TaskCancelled {
 		t.Fatalf("job = %+v", j)
@@ -312,8 +324,8 @@ func TestJobTimeout(t *testing.T) {
 	}
 	a = split(c.Tick(t0.Add(time.Minute), table))
 	j := mustJob(t, c, "j")
-	if j.Status != api.JobFailed || !strings.Contains(j.Error, "timed out") || len(a.cancels) != 1 {
-		t.Fatalf("job = %+v cancels %v", j, a.cancels)
+	if j.Status != api.JobFailed || !strings.Contains(j.Error, "timed out") || len(a.cancels) != 1 || len(a.releases) != 1 {
+		t.Fatalf("job = %+v cancels %v releases %v", j, a.cancels, a.releases)
 	}
 }
 

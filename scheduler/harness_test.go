@@ -93,6 +93,7 @@ type acts struct {
 	bids     []RequestBids
 	assigns  []Assign
 	cancels  []CancelTask
+	releases []CancelTask // job-level: release the job's bid reservations
 	fetches  []FetchResult
 	assemble []AssembleJob
 	changed  []JobChanged
@@ -107,7 +108,11 @@ func split(as []Action) acts {
 		case Assign:
 			out.assigns = append(out.assigns, a)
 		case CancelTask:
-			out.cancels = append(out.cancels, a)
+			if a.TaskID == "" {
+				out.releases = append(out.releases, a)
+			} else {
+				out.cancels = append(out.cancels, a)
+			}
 		case FetchResult:
 			out.fetches = append(out.fetches, a)
 		case AssembleJob:

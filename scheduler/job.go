@@ -212,6 +212,11 @@ type job struct {
 	// next one goes there without another bid round. A decline or a
 	// failure on the peer ends its lease; a new round renews them.
 	leases map[peer.ID]int
+	// asked: every peer asked for a bid. A bid reserves slots on the
+	// peer until the assignment comes; those a job never used are
+	// released when it ends (finish), or they would deny other jobs'
+	// bids that capacity until they expire.
+	asked map[peer.ID]struct{}
 }
 
 func (j *job) terminal() bool {

@@ -138,6 +138,13 @@ func (q *Queue) Remove(jobID, taskID string) int {
 	return n
 }
 
+// Release drops jobID's reservations and returns how many it dropped.
+func (q *Queue) Release(jobID string) int {
+	n := len(q.reserved[jobID])
+	delete(q.reserved, jobID)
+	return n
+}
+
 // Expire drops reservations whose expiry is not after now and returns how
 // many it dropped.
 func (q *Queue) Expire(now time.Time) int {
