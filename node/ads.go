@@ -62,10 +62,7 @@ func (n *Node) nextAd() (*selfAd, error) {
 		n.probe.MemoryFree = min(avail, n.probe.MemoryTotal)
 	}
 	load := n.loadFn()
-	slots := load.Slots
-	if slots == 0 {
-		slots = n.defaultSlots()
-	}
+	slots := n.advertisedSlots(load)
 	ad := &pb.CapacityAd{
 		Version:     protocol.Version,
 		PeerId:      []byte(n.id),
@@ -89,7 +86,6 @@ func (n *Node) nextAd() (*selfAd, error) {
 		Labels:       n.cfg.Labels,
 	}
 	if !n.cfg.Provide {
-		ad.Load.Slots = 0
 		ad.Templates = []string{"none"}
 	}
 	signed, err := protocol.SignAd(n.key, ad)
@@ -113,6 +109,18 @@ func (n *Node) freeMemory() int64 {
 	n.adMu.Lock()
 	defer n.adMu.Unlock()
 	return n.probe.MemoryFree
+}
+
+// advertisedSlots is the slot count an ad carries for load: none when the
+// node does not provide.
+func (n *Node) advertisedSlots(load api.Load) int {
+	switch {
+	case !n.cfg.Provide:
+		return 0
+	case load.Slots > 0:
+		return load.Slots
+	}
+	return n.defaultSlots()
 }
 
 func (n *Node) defaultSlots() int {
@@ -161,13 +169,7 @@ func (n *Node) adNews() bool {
 		return true
 	}
 	ad := prev.ad
-	slots := load.Slots
-	if slots == 0 {
-		slots = n.defaultSlots()
-	}
-	if !n.cfg.Provide {
-		slots = 0
-	}
+	slots := n.advertisedSlots(load)
 	room := func(running, queued, slots int) bool { return running+queued < slots }
 	pl := ad.GetLoad()
 	return int32(slots) != pl.GetSlots() ||

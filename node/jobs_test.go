@@ -47,12 +47,18 @@ func fastScheduler() scheduler.Config {
 	return scheduler.Config{BidTimeout: time.Second, RebidInterval: 200 * time.Millisecond, HeartbeatTimeout: 5 * time.Second, SpeculateMinAge: -1}
 }
 
-func inProcessDevnet(t *testing.T, nodes int) *Devnet {
+// inProcessDevnet starts a converged devnet whose apps run in-process;
+// configure, if given, adjusts each node's config.
+func inProcessDevnet(t *testing.T, nodes int, configure ...func(i int, c *Config)) *Devnet {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	d, err := StartDevnet(ctx, DevnetConfig{Nodes: nodes, API: "127.0.0.1:0", Gateway: "127.0.0.1:0", DataDir: t.TempDir(), Logger: quietLogger(),
-		Options: []Option{WithExecutor(inference.KindProcess, inference.NewInProcess(apps.Funcs())), WithSchedulerConfig(fastScheduler())}})
+	dc := DevnetConfig{Nodes: nodes, API: "127.0.0.1:0", Gateway: "127.0.0.1:0", DataDir: t.TempDir(), Logger: quietLogger(),
+		Options: []Option{WithExecutor(inference.KindProcess, inference.NewInProcess(apps.Funcs())), WithSchedulerConfig(fastScheduler())}}
+	if len(configure) > 0 {
+		dc.Configure = configure[0]
+	}
+	d, err := StartDevnet(ctx, dc)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -346,22 +352,11 @@ func TestJobInputsReachTasks(t *testing.T) {
 // verifies and stores them without a fetch stream. (The providers also
 // make their task dirs in a configured TaskDir.)
 func TestSmallResultsTravelInline(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
 	taskDirs := t.TempDir()
-	d, err := StartDevnet(ctx, DevnetConfig{Nodes: 3, API: "127.0.0.1:0", DataDir: t.TempDir(), Logger: quietLogger(),
-		Configure: func(i int, c *Config) {
-			c.Provide = i != 0
-			c.TaskDir = filepath.Join(taskDirs, fmt.Sprint(i))
-		},
-		Options: []Option{WithExecutor(inference.KindProcess, inference.NewInProcess(apps.Funcs())), WithSchedulerConfig(fastScheduler())}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close()
-	if err := d.WaitConverged(ctx); err != nil {
-		t.Fatal(err)
-	}
+	d := inProcessDevnet(t, 3, func(i int, c *Config) {
+		c.Provide = i != 0
+		c.TaskDir = filepath.Join(taskDirs, fmt.Sprint(i))
+	})
 	apiAddr := d.Nodes()[0].APIAddr()
 	code, created := postJob(t, apiAddr, []byte(`{"templateID":"noop","params":{"partitioner":{"num_replicas":6},"app":{}}}`))
 	if code != http.StatusCreated {

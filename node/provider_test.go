@@ -7,7 +7,6 @@ import (
 
 	"github.com/swarmgen/swarmgen/api"
 	"github.com/swarmgen/swarmgen/inference"
-	"github.com/swarmgen/swarmgen/inference/apps"
 	"github.com/swarmgen/swarmgen/jobspec"
 )
 
@@ -67,21 +66,10 @@ func TestAllowImagesRestrictsDocker(t *testing.T) {
 // drops them when the job's last task with it ends, and the submitter
 // releases them on every peer it asked when the job ends.
 func TestProviderReleasesUnusedReservations(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	d, err := StartDevnet(ctx, DevnetConfig{Nodes: 4, API: "127.0.0.1:0", DataDir: t.TempDir(), Logger: quietLogger(),
-		Configure: func(i int, c *Config) {
-			c.Provide = i > 0
-			c.Slots = 2
-		},
-		Options: []Option{WithExecutor(inference.KindProcess, inference.NewInProcess(apps.Funcs())), WithSchedulerConfig(fastScheduler())}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close()
-	if err := d.WaitConverged(ctx); err != nil {
-		t.Fatal(err)
-	}
+	d := inProcessDevnet(t, 4, func(i int, c *Config) {
+		c.Provide = i > 0
+		c.Slots = 2
+	})
 	api0 := d.Nodes()[0].APIAddr()
 	reserved := func() int {
 		n := 0
