@@ -19,9 +19,20 @@ import (
 
 var (
 	buildOnce sync.Once
+	binDir    string
 	binPath   string
 	buildErr  error
 )
+
+// TestMain removes the binary built for the run, so repeated runs do not
+// leave a 60 MB directory each under the temp dir.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binDir != "" {
+		os.RemoveAll(binDir)
+	}
+	os.Exit(code)
+}
 
 // swarmgenBinary returns $SWARMGEN_BINARY or builds the CLI once.
 func swarmgenBinary(t *testing.T) string {
@@ -35,6 +46,7 @@ func swarmgenBinary(t *testing.T) string {
 			buildErr = err
 			return
 		}
+		binDir = dir
 		binPath = filepath.Join(dir, "swarmgen")
 		out, err := exec.Command("go", "build", "-o", binPath, "../cmd/swarmgen").CombinedOutput()
 		if err != nil {
