@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"hash/crc32"
+	"sync/atomic"
 
+	"github.com/cockroachdb/pebble/v2"
 	"github.com/ipfs/boxo/blockstore"
 	blocks "github.com/ipfs/go-block-format"
 	"github.com/ipfs/go-cid"
@@ -19,6 +21,10 @@ import (
 type packBlockstore struct {
 	packs  *packStore
 	legacy blockstore.Blockstore
+	// legacyHeld: the legacy namespace held a block when the store was
+	// opened. Nothing writes there any more, so when it was empty every
+	// legacy lookup (a pebble Get each) is skipped.
+	legacyHeld atomic.Bool
 }
 
 var _ blockstore.Blockstore = (*packBlockstore)(nil)
@@ -33,6 +39,9 @@ func (b *packBlockstore) Get(ctx context.Context, c cid.Cid) (blocks.Block, erro
 		return nil, fmt.Errorf("get %s: %w", c, err)
 	}
 	if !ok {
+		if !b.legacyHeld.Load() {
+			return nil, ipld.ErrNotFound{Cid: c}
+		}
 		return b.legacy.Get(ctx, c)
 	}
 	return blocks.NewBlockWithCid(data, c)
@@ -49,6 +58,9 @@ func (b *packBlockstore) readInto(ctx context.Context, c cid.Cid, dst []byte) er
 	if ok {
 		return nil
 	}
+	if !b.legacyHeld.Load() {
+		return ipld.ErrNotFound{Cid: c}
+	}
 	blk, err := b.legacy.Get(ctx, c)
 	if err != nil {
 		return err
@@ -63,7 +75,7 @@ func (b *packBlockstore) readInto(ctx context.Context, c cid.Cid, dst []byte) er
 // Has reports whether the block is held.
 func (b *packBlockstore) Has(ctx context.Context, c cid.Cid) (bool, error) {
 	ok, err := b.packs.has(c.Hash())
-	if err != nil || ok {
+	if err != nil || ok || !b.legacyHeld.Load() {
 		return ok, err
 	}
 	return b.legacy.Has(ctx, c)
@@ -77,6 +89,9 @@ func (b *packBlockstore) GetSize(ctx context.Context, c cid.Cid) (int, error) {
 	}
 	if ok {
 		return n, nil
+	}
+	if !b.legacyHeld.Load() {
+		return -1, ipld.ErrNotFound{Cid: c}
 	}
 	return b.legacy.GetSize(ctx, c)
 }
@@ -129,6 +144,9 @@ func (b *packBlockstore) DeleteBlock(ctx context.Context, c cid.Cid) error {
 	if _, err := b.packs.delete(c.Hash()); err != nil {
 		return fmt.Errorf("delete %s: %w", c, err)
 	}
+	if !b.legacyHeld.Load() {
+		return nil
+	}
 	return b.legacy.DeleteBlock(ctx, c)
 }
 
@@ -169,4 +187,19 @@ func (b *packBlockstore) AllKeysChan(ctx context.Context) (<-chan cid.Cid, error
 		}
 	}()
 	return out, nil
+}
+
+// legacyHeld reports whether pebble holds any block under the blockstore's
+// "/blocks" namespace (blocks that earlier versions stored there).
+func legacyHeld(db *pebble.DB) (bool, error) {
+	prefix := []byte(blockstore.BlockPrefix.String() + "/")
+	it, err := db.NewIter(&pebble.IterOptions{LowerBound: prefix, UpperBound: prefixEnd(prefix)})
+	if err != nil {
+		return false, fmt.Errorf("look for legacy blocks: %w", err)
+	}
+	held := it.First()
+	if err := it.Close(); err != nil {
+		return false, fmt.Errorf("look for legacy blocks: %w", err)
+	}
+	return held, nil
 }

@@ -117,6 +117,9 @@ type packStore struct {
 	nextID   uint32
 	pending  map[string]packLoc // multihash bytes → data not yet in the durable index
 	newPacks bool               // a pack file was created since the last directory sync
+	// filter holds every multihash indexed since open (durable or
+	// pending): a lookup it rules out costs no pebble Get.
+	filter *keyFilter
 }
 
 // openPackStore opens the packs under dir, rebuilding per-pack live bytes from
@@ -124,7 +127,7 @@ type packStore struct {
 // before the deletions were flushed) are dropped, and packs no entry points
 // at (their data never became durable before a crash) are removed.
 func openPackStore(dir packDir, db *pebble.DB, log *slog.Logger) (*packStore, error) {
-	p := &packStore{dir: dir, db: db, log: log, packs: map[uint32]*packFile{}, pending: map[string]packLoc{}}
+	p := &packStore{dir: dir, db: db, log: log, packs: map[uint32]*packFile{}, pending: map[string]packLoc{}, filter: newKeyFilter(0)}
 	names, err := dir.list()
 	if err != nil {
 		return nil, fmt.Errorf("list packs: %w", err)
@@ -156,11 +159,17 @@ func openPackStore(dir packDir, db *pebble.DB, log *slog.Logger) (*packStore, er
 			return nil
 		}
 		pf.live += int64(l.n)
-		return nil
+		return p.filterIndexKey(key)
 	})
 	if err != nil {
 		p.closeFiles()
 		return nil, err
+	}
+	if p.filter.full() {
+		if err := p.rebuildFilterLocked(); err != nil {
+			p.closeFiles()
+			return nil, err
+		}
 	}
 	for _, k := range dangling {
 		if err := db.Delete(k, pebble.NoSync); err != nil {
@@ -330,9 +339,13 @@ func (p *packStore) newPack() error {
 func (p *packStore) lookup(h mh.Multihash) (packLoc, bool, error) {
 	p.mu.RLock()
 	l, ok := p.pending[string(h)]
+	maybe := ok || p.filter.mayHave(h)
 	p.mu.RUnlock()
 	if ok {
 		return l, true, nil
+	}
+	if !maybe {
+		return packLoc{}, false, nil
 	}
 	v, closer, err := p.db.Get(packIndexKey(h))
 	if errors.Is(err, pebble.ErrNotFound) {
@@ -701,7 +714,50 @@ func (p *packStore) registerLocked(cur *packFile, base int64, entries []packEntr
 		l.pack, l.off = cur.id, base+l.off
 		p.pending[string(e.hash)] = l
 		cur.live += int64(l.n)
+		p.filter.add(e.hash)
 	}
+	if p.filter.full() {
+		if err := p.rebuildFilterLocked(); err != nil {
+			// Without a complete filter a "no" could be wrong: answer
+			// "maybe" for everything until a rebuild succeeds.
+			p.log.Error("rebuild pack key filter; every lookup goes to the index", "err", err)
+			p.filter = nil
+		}
+	}
+}
+
+// filterIndexKey adds the multihash of a durable index key to the filter.
+func (p *packStore) filterIndexKey(key []byte) error {
+	h, err := hashFromIndexKey(key)
+	if err != nil {
+		return fmt.Errorf("pack index: %w", err)
+	}
+	p.filter.add(h)
+	return nil
+}
+
+// rebuildFilterLocked replaces the filter with one sized for twice the keys
+// indexed now, filled from the durable index and the pending entries. p.mu
+// is held (or p is not shared yet), so no entry moves from pending to the
+// index meanwhile.
+func (p *packStore) rebuildFilterLocked() error {
+	n := len(p.pending)
+	if p.filter != nil {
+		n = max(n, p.filter.n)
+	}
+	p.filter = newKeyFilter(2 * n)
+	if err := p.scanIndex(func(key []byte, _ packLoc) error { return p.filterIndexKey(key) }); err != nil {
+		p.filter = nil
+		return err
+	}
+	for k := range p.pending {
+		p.filter.add([]byte(k))
+	}
+	// Deleted blocks are gone from it now; size it for what is here.
+	if p.filter.full() {
+		return p.rebuildFilterLocked()
+	}
+	return nil
 }
 
 // pendingBytes reports the bytes of blocks not yet durable (tests).

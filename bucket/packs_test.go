@@ -239,7 +239,10 @@ func TestLegacyBlocks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Move every block of the DAG from the packs into the legacy store.
+	// Move every block of the DAG from the packs into the legacy store, as
+	// a store written by an earlier version holds them (Open notices such
+	// blocks: TestLegacyBlocksFoundAtOpen).
+	prov.pbs.legacyHeld.Store(true)
 	var moved []cid.Cid
 	keys, err := prov.bs.AllKeysChan(ctx)
 	if err != nil {
@@ -276,6 +279,40 @@ func TestLegacyBlocks(t *testing.T) {
 	}
 	if has, _ := prov.Has(ctx, moved[0]); has {
 		t.Fatal("legacy block not deleted")
+	}
+}
+
+// TestLegacyBlocksFoundAtOpen: a store opened over a data dir whose pebble
+// holds legacy blocks looks them up; one without skips the lookups.
+func TestLegacyBlocksFoundAtOpen(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	s := openAt(t, dir)
+	if s.pbs.legacyHeld.Load() {
+		t.Fatal("a new store claims legacy blocks")
+	}
+	blk := rawBlock(t, []byte("written by an earlier version"))
+	if err := s.pbs.legacy.Put(ctx, blk); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = openAt(t, dir)
+	defer s.Close()
+	if !s.pbs.legacyHeld.Load() {
+		t.Fatal("legacy block not noticed at open")
+	}
+	got, err := s.bs.Get(ctx, blk.Cid())
+	if err != nil || string(got.RawData()) != string(blk.RawData()) {
+		t.Fatalf("legacy block: %v", err)
+	}
+	if n, err := s.bs.GetSize(ctx, blk.Cid()); err != nil || n != len(blk.RawData()) {
+		t.Fatalf("legacy block size %d, %v", n, err)
+	}
+	absent := rawBlock(t, []byte("absent")).Cid()
+	if _, err := s.bs.Get(ctx, absent); !ipldIsNotFound(err) {
+		t.Fatalf("absent block: %v, want not found", err)
 	}
 }
 

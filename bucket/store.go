@@ -197,8 +197,16 @@ func New(ctx context.Context, h host.Host, dataDir string, opts ...Option) (*Sto
 	// legacy: blocks that earlier versions kept in pebble. WriteThrough: no
 	// Has() before a Put (nothing is put there any more anyway).
 	s.pbs = &packBlockstore{packs: s.packs, legacy: blockstore.NewBlockstore(d, blockstore.WriteThrough(true))}
+	held, err := legacyHeld(d.DB)
+	if err != nil {
+		d.Close()
+		return nil, fmt.Errorf("bucket: %w", err)
+	}
+	s.pbs.legacyHeld.Store(held)
 	s.bs = s.pbs
-	s.local = blockservice.New(s.bs, offline.Exchange(s.bs))
+	// WriteThrough: the blockstore's PutMany skips blocks it holds already;
+	// a blockservice check first would look each one up a second time.
+	s.local = blockservice.New(s.bs, offline.Exchange(s.bs), blockservice.WriteThrough(true))
 	s.dag = merkledag.NewDAGService(s.local)
 	s.ctx, s.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	s.serveSem = make(chan struct{}, cfg.fetchStreams)
