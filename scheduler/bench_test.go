@@ -31,7 +31,8 @@ func BenchmarkCoordinator(b *testing.B) {
 			ticks := 0
 			for n := 0; n < b.N; n++ {
 				rec.ID = fmt.Sprintf("bench-%d", n)
-				ticks += runBenchJob(b, rec, table)
+				t, _ := runBenchJob(b, rec, table)
+				ticks += t
 			}
 			b.ReportMetric(float64(1000*b.N)/b.Elapsed().Seconds(), "tasks/s")
 			b.ReportMetric(float64(ticks)/float64(b.N), "ticks/job")
@@ -39,7 +40,7 @@ func BenchmarkCoordinator(b *testing.B) {
 	}
 }
 
-func runBenchJob(b *testing.B, rec JobRecord, table []Entry) int {
+func runBenchJob(b *testing.B, rec JobRecord, table []Entry) (int, *Coordinator) {
 	c := NewCoordinator(Config{})
 	pol := BidPolicy{Slots: 4, MaxQueue: 16} // as node/ does: a queue of 4× slots
 	held := map[peer.ID][]Assign{}
@@ -103,5 +104,25 @@ func runBenchJob(b *testing.B, rec JobRecord, table []Entry) int {
 		}
 		queue = append(queue, c.Tick(now, table)...)
 	}
-	return ticks
+	return ticks, c
+}
+
+// BenchmarkExport measures the snapshot of a completed 1000-task job (the
+// submitter writes one per changed job every second while it runs).
+func BenchmarkExport(b *testing.B) {
+	var table []Entry
+	for i := range 10 {
+		table = append(table, entry(b, i, withLoad(0, 0, 4)))
+	}
+	rec := noopJob(b, "bench", 1000, "")
+	_, c := runBenchJob(b, rec, table)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for n := 0; n < b.N; n++ {
+		snap, err := c.Export(rec.ID)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.SetBytes(int64(len(snap)))
+	}
 }

@@ -393,6 +393,7 @@ func TestExportRestoreMidJob(t *testing.T) {
 	}
 	j := mustJob(t, c2, "j")
 	if j.Tasks[0].Status != api.TaskCompleted || j.Tasks[0].ResultCID != before.Tasks[0].ResultCID ||
+		j.Tasks[0].Provider == "" || j.Tasks[0].Provider != before.Tasks[0].Provider ||
 		j.Tasks[2].Status != api.TaskPending || j.Tasks[2].Attempts != 1 || j.Status != api.JobRunning {
 		t.Fatalf("restored = %+v", j)
 	}
@@ -419,6 +420,14 @@ func TestExportRestoreMidJob(t *testing.T) {
 		if _, err := newCoord(nil).Restore(now, []byte(bad)); err == nil {
 			t.Errorf("Restore(%q) accepted", bad)
 		}
+	}
+	// A peer ID that does not decode is refused, and the error says where.
+	garbled := strings.Replace(string(snap), `"provider":"`+done.Peer.String()+`"`, `"provider":"not-a-peer"`, 1)
+	if garbled == string(snap) {
+		t.Fatal("snapshot does not name the provider as peer.ID's JSON would")
+	}
+	if _, err := newCoord(nil).Restore(now, []byte(garbled)); err == nil || !strings.Contains(err.Error(), "provider") {
+		t.Errorf("Restore with a garbled provider: %v", err)
 	}
 }
 

@@ -33,26 +33,122 @@ type jobSnapshot struct {
 }
 
 type taskSnapshot struct {
-	Status      string     `json:"status"`
-	NextAttempt int        `json:"nextAttempt"`
-	Started     int        `json:"started"`
-	Failures    int        `json:"failures"`
-	SpecCopies  int        `json:"specCopies,omitempty"`
-	Excluded    []peer.ID  `json:"excluded,omitempty"`
-	InFlight    []inFlight `json:"inFlight,omitempty"`
-	Fetching    *resultRef `json:"fetching,omitempty"`
-	Backup      *resultRef `json:"backup,omitempty"`
-	Done        *resultRef `json:"done,omitempty"`
-	Error       string     `json:"error,omitempty"`
-	Provider    peer.ID    `json:"provider,omitempty"`
-	Progress    float64    `json:"progress"`
-	StartedAt   time.Time  `json:"startedAt,omitzero"`
-	FinishedAt  time.Time  `json:"finishedAt,omitzero"`
+	Status      string       `json:"status"`
+	NextAttempt int          `json:"nextAttempt"`
+	Started     int          `json:"started"`
+	Failures    int          `json:"failures"`
+	SpecCopies  int          `json:"specCopies,omitempty"`
+	Excluded    []peerText   `json:"excluded,omitempty"`
+	InFlight    []inFlight   `json:"inFlight,omitempty"`
+	Fetching    *refSnapshot `json:"fetching,omitempty"`
+	Backup      *refSnapshot `json:"backup,omitempty"`
+	Done        *refSnapshot `json:"done,omitempty"`
+	Error       string       `json:"error,omitempty"`
+	Provider    peerText     `json:"provider,omitempty"`
+	Progress    float64      `json:"progress"`
+	StartedAt   time.Time    `json:"startedAt,omitzero"`
+	FinishedAt  time.Time    `json:"finishedAt,omitzero"`
 }
 
 type inFlight struct {
-	Attempt int     `json:"attempt"`
-	Peer    peer.ID `json:"peer"`
+	Attempt int      `json:"attempt"`
+	Peer    peerText `json:"peer"`
+}
+
+// refSnapshot is a resultRef in a snapshot.
+type refSnapshot struct {
+	Attempt int      `json:"attempt"`
+	Peer    peerText `json:"peer"`
+	Root    []byte   `json:"root"`
+}
+
+// peerText is a peer ID in a snapshot as its base58 text, which is what
+// peer.ID's own JSON is, so the format is unchanged. Export encodes each
+// distinct peer once: base58 encoding two peers per task was half the cost
+// of a snapshot (a submitter writes one per running job every second).
+type peerText string
+
+// peerNames converts peer IDs to text, each distinct one once.
+type peerNames map[peer.ID]peerText
+
+func (n peerNames) text(p peer.ID) peerText {
+	if p == "" {
+		return ""
+	}
+	t, ok := n[p]
+	if !ok {
+		t = peerText(p.String())
+		n[p] = t
+	}
+	return t
+}
+
+func (n peerNames) ref(r *resultRef) *refSnapshot {
+	if r == nil {
+		return nil
+	}
+	return &refSnapshot{Attempt: r.Attempt, Peer: n.text(r.Peer), Root: r.Root}
+}
+
+// decodePeer is the inverse of peerNames.text.
+func decodePeer(t peerText) (peer.ID, error) {
+	if t == "" {
+		return "", nil
+	}
+	p, err := peer.Decode(string(t))
+	if err != nil {
+		return "", fmt.Errorf("peer %q: %w", t, err)
+	}
+	return p, nil
+}
+
+// decodeRef is the inverse of peerNames.ref.
+func decodeRef(r *refSnapshot) (*resultRef, error) {
+	if r == nil {
+		return nil, nil
+	}
+	p, err := decodePeer(r.Peer)
+	if err != nil {
+		return nil, err
+	}
+	return &resultRef{Attempt: r.Attempt, Peer: p, Root: r.Root}, nil
+}
+
+// restored is a task's peers and results decoded from its snapshot.
+type restored struct {
+	provider               peer.ID
+	excluded               []peer.ID
+	inFlight               []peer.ID
+	fetching, backup, done *resultRef
+}
+
+func decodeTaskPeers(ts *taskSnapshot) (r restored, err error) {
+	if r.provider, err = decodePeer(ts.Provider); err != nil {
+		return r, fmt.Errorf("provider: %w", err)
+	}
+	for _, t := range ts.Excluded {
+		p, err := decodePeer(t)
+		if err != nil {
+			return r, fmt.Errorf("excluded: %w", err)
+		}
+		r.excluded = append(r.excluded, p)
+	}
+	for _, f := range ts.InFlight {
+		p, err := decodePeer(f.Peer)
+		if err != nil {
+			return r, fmt.Errorf("in flight: %w", err)
+		}
+		r.inFlight = append(r.inFlight, p)
+	}
+	for _, x := range []struct {
+		dst **resultRef
+		src *refSnapshot
+	}{{&r.fetching, ts.Fetching}, {&r.backup, ts.Backup}, {&r.done, ts.Done}} {
+		if *x.dst, err = decodeRef(x.src); err != nil {
+			return r, fmt.Errorf("result: %w", err)
+		}
+	}
+	return r, nil
 }
 
 // Export returns a JSON snapshot of a job for persistence. Call it after
@@ -67,17 +163,19 @@ func (c *Coordinator) Export(jobID string) ([]byte, error) {
 		Finished: j.finished, Reasons: j.reasons, Error: j.err, Bucket: j.bucket, Seq: j.seq,
 		Assembling: j.assembling,
 	}
+	names := peerNames{}
+	s.Tasks = make([]taskSnapshot, 0, len(j.tasks))
 	for _, t := range j.tasks {
 		ts := taskSnapshot{
 			Status: t.status, NextAttempt: t.nextAttempt, Started: t.started, Failures: t.failures,
-			SpecCopies: t.specCopies, Fetching: t.fetching, Backup: t.backup, Done: t.done,
-			Error: t.err, Provider: t.provider, Progress: t.progress, StartedAt: t.startedAt, FinishedAt: t.finishedAt,
+			SpecCopies: t.specCopies, Fetching: names.ref(t.fetching), Backup: names.ref(t.backup), Done: names.ref(t.done),
+			Error: t.err, Provider: names.text(t.provider), Progress: t.progress, StartedAt: t.startedAt, FinishedAt: t.finishedAt,
 		}
 		for p := range t.excluded {
-			ts.Excluded = append(ts.Excluded, p)
+			ts.Excluded = append(ts.Excluded, names.text(p))
 		}
 		for _, cp := range t.copies {
-			ts.InFlight = append(ts.InFlight, inFlight{Attempt: cp.attempt, Peer: cp.peer})
+			ts.InFlight = append(ts.InFlight, inFlight{Attempt: cp.attempt, Peer: names.text(cp.peer)})
 		}
 		s.Tasks = append(s.Tasks, ts)
 	}
@@ -118,7 +216,12 @@ func (c *Coordinator) Restore(now time.Time, data []byte) ([]Action, error) {
 	default:
 		return nil, fmt.Errorf("restore %q: unknown job status %q", rec.ID, s.Status)
 	}
+	peers := make([]restored, len(s.Tasks))
 	for i, ts := range s.Tasks {
+		var err error
+		if peers[i], err = decodeTaskPeers(&ts); err != nil {
+			return nil, fmt.Errorf("restore %q: task %d: %w", rec.ID, i, err)
+		}
 		switch ts.Status {
 		case api.TaskPending, api.TaskAssigned, api.TaskRunning, api.TaskCompleted, api.TaskFailed, api.TaskCancelled:
 		default:
@@ -146,22 +249,23 @@ func (c *Coordinator) Restore(now time.Time, data []byte) ([]Action, error) {
 	for i, ts := range s.Tasks {
 		t := j.tasks[i]
 		t.status, t.nextAttempt, t.started, t.failures, t.specCopies = ts.Status, ts.NextAttempt, ts.Started, ts.Failures, ts.SpecCopies
-		t.done, t.err, t.provider, t.progress, t.startedAt, t.finishedAt = ts.Done, ts.Error, ts.Provider, ts.Progress, ts.StartedAt, ts.FinishedAt
-		for _, p := range ts.Excluded {
+		ps := peers[i]
+		t.done, t.err, t.provider, t.progress, t.startedAt, t.finishedAt = ps.done, ts.Error, ps.provider, ts.Progress, ts.StartedAt, ts.FinishedAt
+		for _, p := range ps.excluded {
 			t.excluded[p] = true
 		}
 		if j.terminal() {
 			continue
 		}
-		for _, f := range ts.InFlight {
-			acts = append(acts, CancelTask{JobID: rec.ID, TaskID: t.id, Attempt: f.Attempt, Peer: f.Peer, Reason: "submitter restarted"})
+		for k, f := range ts.InFlight {
+			acts = append(acts, CancelTask{JobID: rec.ID, TaskID: t.id, Attempt: f.Attempt, Peer: ps.inFlight[k], Reason: "submitter restarted"})
 			t.failures++
 		}
 		switch {
 		case t.status == api.TaskCompleted || t.status == api.TaskFailed:
-		case ts.Fetching != nil:
-			t.fetching, t.backup, t.status = ts.Fetching, ts.Backup, api.TaskRunning
-			acts = append(acts, FetchResult{JobID: rec.ID, TaskID: t.id, Attempt: ts.Fetching.Attempt, Peer: ts.Fetching.Peer, Root: ts.Fetching.Root})
+		case ps.fetching != nil:
+			t.fetching, t.backup, t.status = ps.fetching, ps.backup, api.TaskRunning
+			acts = append(acts, FetchResult{JobID: rec.ID, TaskID: t.id, Attempt: ps.fetching.Attempt, Peer: ps.fetching.Peer, Root: ps.fetching.Root})
 		case t.failures >= rec.MaxAttempts:
 			t.status = api.TaskFailed
 			t.err = "out of attempts (submitter restarted during the last one)"
