@@ -3,8 +3,10 @@ package inference
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 )
@@ -132,4 +134,109 @@ func FuzzValidateParams(f *testing.F) {
 			t.Fatalf("error does not wrap ErrInvalidTask: %v", err)
 		}
 	})
+}
+
+// TestCleanupTaskDirLayouts: whatever an app leaves in its task directory
+// goes, through the fast path or the fallback, and nothing a link points
+// at outside the directory is touched.
+func TestCleanupTaskDirLayouts(t *testing.T) {
+	outside := t.TempDir()
+	keep := filepath.Join(outside, "keep")
+	if err := os.WriteFile(keep, []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name   string
+		fast   bool // the Linux fast path removes it by itself
+		mangle func(t *testing.T, dir string)
+	}{
+		{"as prepared", true, func(*testing.T, string) {}},
+		{"output files", true, func(t *testing.T, dir string) {
+			for i := range 300 { // more names than one getdents buffer holds
+				name := fmt.Sprintf("image-%03d-%s.png", i, strings.Repeat("n", 40))
+				must(t, os.WriteFile(filepath.Join(dir, "output", name), []byte("png"), 0o644))
+			}
+			must(t, os.WriteFile(filepath.Join(dir, "input", "prompt.txt"), []byte("p"), 0o644))
+		}},
+		{"no input dir", true, func(t *testing.T, dir string) { must(t, os.Remove(filepath.Join(dir, "input"))) }},
+		{"link in output", true, func(t *testing.T, dir string) {
+			must(t, os.Symlink(outside, filepath.Join(dir, "output", "escape")))
+		}},
+		{"nested output", false, func(t *testing.T, dir string) {
+			must(t, os.MkdirAll(filepath.Join(dir, "output", "a", "b"), 0o755))
+			must(t, os.WriteFile(filepath.Join(dir, "output", "a", "b", "c"), []byte("c"), 0o644))
+		}},
+		{"output is a link", false, func(t *testing.T, dir string) {
+			must(t, os.Remove(filepath.Join(dir, "output")))
+			must(t, os.Symlink(outside, filepath.Join(dir, "output")))
+		}},
+		{"extra file at the top", false, func(t *testing.T, dir string) {
+			must(t, os.WriteFile(filepath.Join(dir, "app.log"), []byte("l"), 0o644))
+		}},
+		{"read-only output", true, func(t *testing.T, dir string) {
+			must(t, os.WriteFile(filepath.Join(dir, "output", "f"), []byte("f"), 0o444))
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir, err := PrepareTaskDir(t.TempDir(), &Task{JobID: "j", TaskID: "t", Attempt: 1})
+			must(t, err)
+			tc.mangle(t, dir)
+			if runtime.GOOS == "linux" {
+				err := removeTaskLayout(dir)
+				if tc.fast && err != nil {
+					t.Fatalf("fast path: %v", err)
+				}
+				if !tc.fast && err == nil {
+					t.Fatal("fast path removed a layout it should leave to os.RemoveAll")
+				}
+			}
+			must(t, CleanupTaskDir(dir))
+			if _, err := os.Lstat(dir); !os.IsNotExist(err) {
+				t.Fatalf("task dir still there: %v", err)
+			}
+			if b, err := os.ReadFile(keep); err != nil || string(b) != "x" {
+				t.Fatalf("file outside the task dir: %q, %v", b, err)
+			}
+		})
+	}
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// BenchmarkTaskDir: prepare a task directory, write one output file,
+// remove it — CleanupTaskDir against plain os.RemoveAll.
+//
+//	go test -run '^$' -bench TaskDir ./inference
+func BenchmarkTaskDir(b *testing.B) {
+	root := b.TempDir()
+	if st, err := os.Stat("/dev/shm"); err == nil && st.IsDir() {
+		if d, err := os.MkdirTemp("/dev/shm", "swarmgen-bench-"); err == nil {
+			root = d
+			b.Cleanup(func() { os.RemoveAll(d) })
+		}
+	}
+	for _, tc := range []struct {
+		name    string
+		cleanup func(string) error
+	}{{"CleanupTaskDir", CleanupTaskDir}, {"RemoveAll", os.RemoveAll}} {
+		b.Run(tc.name, func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				dir, err := PrepareTaskDir(root, &Task{JobID: "j", TaskID: "t", Attempt: i + 1})
+				if err != nil {
+					b.Fatal(err)
+				}
+				if err := os.WriteFile(filepath.Join(dir, OutputDir, "out.json"), []byte("{}"), 0o644); err != nil {
+					b.Fatal(err)
+				}
+				if err := tc.cleanup(dir); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
 }
