@@ -9,6 +9,7 @@ import (
 	"os"
 	"path"
 	"sort"
+	"time"
 
 	chunker "github.com/ipfs/boxo/chunker"
 	"github.com/ipfs/boxo/ipld/merkledag"
@@ -85,6 +86,12 @@ func namedLink(name string, nd ipld.Node) (*ipld.Link, error) {
 // and the total bytes of file data. Symlinks, devices, pipes and sockets are
 // refused, as are invalid names and directories over the entry limit.
 func (s *Store) ImportDir(ctx context.Context, dir string) (cid.Cid, int64, error) {
+	return s.ImportDirPinned(ctx, dir, s.cfg.resultTTL, "result")
+}
+
+// ImportDirPinned is ImportDir with the pin's TTL and name given (one pin
+// record written, not a default one and then the caller's).
+func (s *Store) ImportDirPinned(ctx context.Context, dir string, ttl time.Duration, name string) (cid.Cid, int64, error) {
 	unlock, err := s.lockWrite()
 	if err != nil {
 		return cid.Undef, 0, err
@@ -104,7 +111,7 @@ func (s *Store) ImportDir(ctx context.Context, dir string) (cid.Cid, int64, erro
 	if err := batch.Commit(); err != nil {
 		return cid.Undef, 0, fmt.Errorf("import %s: commit blocks: %w", dir, err)
 	}
-	if err := s.pin(ctx, nd.Cid(), s.cfg.resultTTL, "result"); err != nil {
+	if err := s.pin(ctx, nd.Cid(), ttl, name); err != nil {
 		return cid.Undef, 0, err
 	}
 	return nd.Cid(), size, nil

@@ -33,11 +33,8 @@ type results struct {
 // importOutput turns a task's output/ into a pinned UnixFS DAG and returns
 // its root CID bytes and size.
 func (r *results) importOutput(ctx context.Context, dir string, a *pb.Assignment) ([]byte, int64, error) {
-	root, size, err := r.store.ImportDir(ctx, dir)
+	root, size, err := r.store.ImportDirPinned(ctx, dir, r.resultTTL, fmt.Sprintf("result %s/%s#%d", a.JobId, a.TaskId, a.Attempt))
 	if err != nil {
-		return nil, 0, err
-	}
-	if err := r.store.Pin(ctx, root, r.resultTTL, fmt.Sprintf("result %s/%s#%d", a.JobId, a.TaskId, a.Attempt)); err != nil {
 		return nil, 0, err
 	}
 	if r.afterImport != nil {
