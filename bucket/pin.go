@@ -74,7 +74,17 @@ func (s *Store) putPin(ctx context.Context, root cid.Cid, ttl time.Duration, nam
 	if ttl > 0 {
 		rec.Expires = now.Add(ttl)
 	}
-	if old, err := s.ds.Get(ctx, pinKey(root)); err == nil {
+	key := pinKey(root)
+	if s.pinned == nil || s.pinned.full() {
+		s.pinned = s.buildPinFilter(ctx)
+	}
+	// Most pins are of new roots: the filter saves their pebble lookup.
+	var old []byte
+	var err error
+	if s.pinned.mayHave([]byte(key.String())) {
+		old, err = s.ds.Get(ctx, key)
+	}
+	if err == nil && old != nil {
 		var prev pinRecord
 		if json.Unmarshal(old, &prev) == nil {
 			rec.Created = prev.Created
@@ -87,11 +97,37 @@ func (s *Store) putPin(ctx context.Context, root cid.Cid, ttl time.Duration, nam
 	if err != nil {
 		return err
 	}
-	if err := s.ds.Put(ctx, pinKey(root), b); err != nil {
+	if err := s.ds.Put(ctx, key, b); err != nil {
 		return fmt.Errorf("pin %s: %w", root, err)
 	}
+	s.pinned.add([]byte(key.String()))
 	s.writeGen.Add(1)
 	return nil
+}
+
+// buildPinFilter returns a filter over the pin records' keys, sized for
+// twice their number, or nil (every lookup goes to pebble) if they cannot
+// be listed. pinMu is held.
+func (s *Store) buildPinFilter(ctx context.Context) *keyFilter {
+	res, err := s.ds.Query(ctx, query.Query{Prefix: pinPrefix, KeysOnly: true})
+	if err != nil {
+		s.log.Warn("list pins for the pin filter", "err", err)
+		return nil
+	}
+	defer res.Close()
+	var keys []string
+	for r := range res.Next() {
+		if r.Error != nil {
+			s.log.Warn("list pins for the pin filter", "err", r.Error)
+			return nil
+		}
+		keys = append(keys, r.Key)
+	}
+	f := newKeyFilter(2 * len(keys))
+	for _, k := range keys {
+		f.add([]byte(k))
+	}
+	return f
 }
 
 // syncPacks makes the blocks written so far durable and moves their index

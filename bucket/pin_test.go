@@ -2,6 +2,7 @@ package bucket
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -130,4 +131,64 @@ func TestPersistence(t *testing.T) {
 	if err := s2.checkComplete(ctx, root); err != nil {
 		t.Fatalf("DAG after reopen: %v", err)
 	}
+}
+
+// TestRepinKeepsLaterExpiry: pinning a root again keeps the later expiry
+// and the first creation time, also for a pin written before a reopen and
+// when the pin filter has been rebuilt past its capacity.
+func TestRepinKeepsLaterExpiry(t *testing.T) {
+	old := filterMinKeys
+	filterMinKeys = 4
+	t.Cleanup(func() { filterMinKeys = old })
+	dir := t.TempDir()
+	ctx := context.Background()
+	clock := &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	open := func() *Store {
+		s, err := New(ctx, nil, dir, WithGCInterval(0), WithLogger(testLogger(t)), WithClock(clock.Now))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	s := open()
+	root, _, err := s.ImportFiles(ctx, map[string][]byte{"a": []byte("pinned twice")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Pin(ctx, root, 48*time.Hour, "long"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = open()
+	defer s.Close()
+	for i := range 20 { // past the filter's capacity: it is rebuilt
+		r, _, err := s.ImportFiles(ctx, map[string][]byte{"f": []byte(fmt.Sprint("other ", i))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Pin(ctx, r, time.Hour, "other"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	clock.Add(time.Minute)
+	if err := s.Pin(ctx, root, time.Hour, "short"); err != nil {
+		t.Fatal(err)
+	}
+	pins, err := s.Pins(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range pins {
+		if !p.Root.Equals(root) {
+			continue
+		}
+		want := time.Date(2026, 1, 3, 0, 0, 0, 0, time.UTC)
+		if !p.Expires.Equal(want) || p.Name != "short" || !p.Created.Equal(want.Add(-48*time.Hour)) {
+			t.Fatalf("re-pinned: %+v, want expiry %s kept", p, want)
+		}
+		return
+	}
+	t.Fatal("pin gone")
 }

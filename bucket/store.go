@@ -122,8 +122,11 @@ type Store struct {
 	// blocks holds it for reading until its root is pinned; GC holds it for
 	// writing while it marks and sweeps.
 	gcMu sync.RWMutex
-	// pinMu serialises read-modify-write of pin records.
+	// pinMu serialises read-modify-write of pin records and guards pinned.
 	pinMu sync.Mutex
+	// pinned holds the key of every pin record written since it was built
+	// (deleted ones stay until a rebuild); nil until the first pin.
+	pinned *keyFilter
 	// writeGen counts pin-record writes; flushMu and flushedGen let
 	// concurrent pins share one memtable flush (see flush).
 	writeGen   atomic.Uint64
