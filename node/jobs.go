@@ -78,7 +78,7 @@ func (n *Node) startJobs(ctx context.Context, o *options) error {
 		n.provider.warmTemplates = map[string]inference.Executor{"stable-diffusion": n.warm}
 		n.SetWarmFunc(n.warm.WarmModels)
 	}
-	n.provider.start()
+	n.provider.start(!o.noTaskSessions)
 
 	db, err := openStateDB(filepath.Join(n.cfg.DataDir, "state"))
 	if err != nil {

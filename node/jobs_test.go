@@ -51,13 +51,21 @@ func fastScheduler() scheduler.Config {
 // configure, if given, adjusts each node's config.
 func inProcessDevnet(t *testing.T, nodes int, configure ...func(i int, c *Config)) *Devnet {
 	t.Helper()
+	var c func(i int, c *Config)
+	if len(configure) > 0 {
+		c = configure[0]
+	}
+	return inProcessDevnetWith(t, nodes, c, nil)
+}
+
+// inProcessDevnetWith is inProcessDevnet with per-node options as well.
+func inProcessDevnetWith(t *testing.T, nodes int, configure func(i int, c *Config), perNode func(i int) []Option) *Devnet {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	dc := DevnetConfig{Nodes: nodes, API: "127.0.0.1:0", Gateway: "127.0.0.1:0", DataDir: t.TempDir(), Logger: quietLogger(),
-		Options: []Option{WithExecutor(inference.KindProcess, inference.NewInProcess(apps.Funcs())), WithSchedulerConfig(fastScheduler())}}
-	if len(configure) > 0 {
-		dc.Configure = configure[0]
-	}
+		Options:   []Option{WithExecutor(inference.KindProcess, inference.NewInProcess(apps.Funcs())), WithSchedulerConfig(fastScheduler())},
+		Configure: configure, PerNode: perNode}
 	d, err := StartDevnet(ctx, dc)
 	if err != nil {
 		t.Fatal(err)

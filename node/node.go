@@ -39,6 +39,9 @@ type options struct {
 	// afterImport, if set, sees every task output this node imports as a
 	// provider (tests use it to play a provider that serves bad blocks).
 	afterImport func(ctx context.Context, store *bucket.Store, root cid.Cid)
+	// noTaskSessions: the provider does not serve task sessions, as a
+	// node of an older version (tests of the per-task stream fallback).
+	noTaskSessions bool
 }
 
 // WithLogger sets the node's logger (default slog.Default()).

@@ -66,6 +66,10 @@ type provider struct {
 	warmTemplates map[string]inference.Executor
 	taskRoot      string
 
+	// Assignments taken on task sessions and on streams of their own
+	// (tests).
+	sessionTasks, streamTasks atomic.Int64
+
 	mu      sync.Mutex
 	queue   *scheduler.Queue
 	tasks   map[taskKey]*providerTask
@@ -95,8 +99,11 @@ func newProvider(n *Node, reg *jobspec.Registry, execs map[string]inference.Exec
 	return p
 }
 
-func (p *provider) start() {
+func (p *provider) start(sessions bool) {
 	p.n.host.SetStreamHandler(protocol.TaskProtocol, p.handleStream)
+	if sessions {
+		p.n.host.SetStreamHandler(protocol.TaskSessionProtocol, p.handleSession)
+	}
 	for i := 0; i < p.policy.Slots; i++ {
 		p.n.goRun("task-worker", p.workerLoop)
 	}
@@ -153,7 +160,7 @@ func (p *provider) serve(from peer.ID, rw streamLike, reset func() error) {
 	case *pb.TaskRequest_BidRequest:
 		_ = protocol.WriteMsg(rw, p.bid(b.BidRequest))
 	case *pb.TaskRequest_Cancel:
-		p.cancel(from, b.Cancel.JobId, b.Cancel.TaskId)
+		p.cancel(from, b.Cancel.JobId, b.Cancel.TaskId, b.Cancel.Attempt)
 	case *pb.TaskRequest_Assignment:
 		p.assign(from, b.Assignment, rw)
 	default:
@@ -190,15 +197,15 @@ func (p *provider) bid(req *pb.BidRequest) *pb.Bid {
 	return b
 }
 
-// cancel stops the tasks of jobID (taskID "" = all) that from assigned: a
-// running one through its context, a queued one by taking it out of the
-// queue and reporting it cancelled. Only the submitter that assigned a task
-// can cancel it.
-func (p *provider) cancel(from peer.ID, jobID, taskID string) {
+// cancel stops the tasks of jobID (taskID "" = all, attempt 0 = every
+// attempt) that from assigned: a running one through its context, a queued
+// one by taking it out of the queue and reporting it cancelled. Only the
+// submitter that assigned a task can cancel it.
+func (p *provider) cancel(from peer.ID, jobID, taskID string, attempt int32) {
 	p.mu.Lock()
 	var dequeued []*providerTask
 	for k, t := range p.tasks {
-		if k.job != jobID || (taskID != "" && k.task != taskID) || t.from != from {
+		if k.job != jobID || (taskID != "" && k.task != taskID) || (attempt != 0 && k.attempt != attempt) || t.from != from {
 			continue
 		}
 		t.cancel()
@@ -340,35 +347,29 @@ func (p *provider) pickExecutor(t *jobspec.Template) (inference.Executor, infere
 	return nil, inference.App{}, false
 }
 
-// assign queues a, then streams the task's updates to the submitter until
-// the final one. If the submitter goes away, the task is cancelled.
-func (p *provider) assign(from peer.ID, a *pb.Assignment, rw streamLike) {
-	reject := func(msg string) {
-		_ = protocol.WriteMsg(rw, &pb.TaskUpdate{State: pb.TaskState_TASK_STATE_REJECTED, Message: msg})
-	}
+// admit checks an assignment and queues its task, or says why not. The
+// task runs under the node's context until it ends or its cancel is called.
+func (p *provider) admit(from peer.ID, a *pb.Assignment) (*providerTask, string) {
 	if !p.n.cfg.Provide {
-		reject("node does not provide")
-		return
+		return nil, "node does not provide"
 	}
 	tmpl, err := p.validateAssignment(a)
 	if err != nil {
-		reject(err.Error())
-		return
+		return nil, err.Error()
 	}
 	ctx, cancel := context.WithCancel(p.n.ctx)
-	defer cancel()
 	t := &providerTask{a: a, tmpl: tmpl, from: from, ctx: ctx, cancel: cancel, updates: make(chan *pb.TaskUpdate, 16), queued: p.n.now()}
 	k := taskKey{a.JobId, a.TaskId, a.Attempt}
 	p.mu.Lock()
 	if _, dup := p.tasks[k]; dup {
 		p.mu.Unlock()
-		reject("duplicate assignment")
-		return
+		cancel()
+		return nil, "duplicate assignment"
 	}
 	if err := p.queue.Push(a); err != nil {
 		p.mu.Unlock()
-		reject(err.Error())
-		return
+		cancel()
+		return nil, err.Error()
 	}
 	p.tasks[k] = t
 	p.mu.Unlock()
@@ -377,6 +378,20 @@ func (p *provider) assign(from peer.ID, a *pb.Assignment, rw streamLike) {
 	case p.wake <- struct{}{}:
 	default:
 	}
+	return t, ""
+}
+
+// assign queues a, then streams the task's updates to the submitter until
+// the final one. If the submitter goes away, the task is cancelled.
+func (p *provider) assign(from peer.ID, a *pb.Assignment, rw streamLike) {
+	p.streamTasks.Add(1)
+	t, reason := p.admit(from, a)
+	if t == nil {
+		_ = protocol.WriteMsg(rw, &pb.TaskUpdate{State: pb.TaskState_TASK_STATE_REJECTED, Message: reason})
+		return
+	}
+	cancel := t.cancel
+	defer cancel()
 	// Updates already waiting when one is written go out in the same
 	// stream write (one frame, one encryption, one syscall): a short task's
 	// accepted, running and final updates often travel together.

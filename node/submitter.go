@@ -86,6 +86,10 @@ type submitter struct {
 	// its loop ends and waits for the persister to drain it.
 	persistQ chan persistBatch
 
+	sessMu         sync.Mutex // guards sessions, sessionsClosed and each session's refs and idle timer
+	sessions       map[peer.ID]*taskSession
+	sessionsClosed bool // the node is stopping: no new sessions
+
 	mu        sync.Mutex // guards meta, metaDirty and logs (read by HTTP handlers)
 	meta      map[string]*jobMeta
 	metaDirty map[string]struct{} // jobs whose task timings changed since the last flush
@@ -103,6 +107,7 @@ func newSubmitter(n *Node, reg *jobspec.Registry, db *stateDB, cfg scheduler.Con
 		hub:       newEventHub(),
 		inbox:     make(chan func(time.Time) []scheduler.Action, inboxCapacity),
 		attempts:  map[attemptKey]context.CancelFunc{},
+		sessions:  map[peer.ID]*taskSession{},
 		inputs:    map[string]cid.Cid{},
 		dirty:     map[string]struct{}{},
 		meta:      map[string]*jobMeta{},
@@ -155,6 +160,7 @@ func (s *submitter) start() error {
 		}()
 		s.apply(ctx, restored)
 		s.loop(ctx)
+		s.closeSessions()
 		close(s.persistQ)
 		<-done
 	})
@@ -513,7 +519,7 @@ func (s *submitter) askBid(ctx context.Context, p peer.ID, req *pb.BidRequest) (
 func (s *submitter) sendCancel(ctx context.Context, a scheduler.CancelTask) {
 	if a.Peer == s.n.id {
 		if s.n.provider != nil {
-			s.n.provider.cancel(s.n.id, a.JobID, a.TaskID)
+			s.n.provider.cancel(s.n.id, a.JobID, a.TaskID, int32(a.Attempt))
 		}
 		return
 	}
@@ -524,7 +530,7 @@ func (s *submitter) sendCancel(ctx context.Context, a scheduler.CancelTask) {
 		return
 	}
 	defer st.Close()
-	_ = protocol.WriteMsg(st, &pb.TaskRequest{Body: &pb.TaskRequest_Cancel{Cancel: &pb.Cancel{JobId: a.JobID, TaskId: a.TaskID}}})
+	_ = protocol.WriteMsg(st, &pb.TaskRequest{Body: &pb.TaskRequest_Cancel{Cancel: &pb.Cancel{JobId: a.JobID, TaskId: a.TaskID, Attempt: int32(a.Attempt)}}})
 }
 
 // runAssign sends one assignment and relays the provider's updates to the
@@ -539,6 +545,58 @@ func (s *submitter) runAssign(ctx context.Context, a scheduler.Assign) {
 			return s.coord.OnAttemptFailed(now, a.TaskID, a.Attempt, a.Peer, reason)
 		})
 	}
+	ts, err := s.session(a.Peer)
+	if errors.Is(err, errNoSessions) {
+		s.runAssignStream(ctx, a, fail)
+		return
+	}
+	if err != nil {
+		fail("dial provider: " + err.Error())
+		return
+	}
+	defer s.release(ts)
+	k := taskKey{a.JobID, a.TaskID, int32(a.Attempt)}
+	reg, err := ts.register(k)
+	if err != nil {
+		fail(err.Error())
+		return
+	}
+	done := false
+	defer func() {
+		ts.unregister(k, reg)
+		if !done && !ts.broken() {
+			// The coordinator gave up on the attempt: the provider stops
+			// it (on a stream of its own, closing the stream said so).
+			_ = ts.send(&pb.TaskRequest{Body: &pb.TaskRequest_Cancel{Cancel: &pb.Cancel{JobId: a.JobID, TaskId: a.TaskID, Attempt: int32(a.Attempt)}}})
+		}
+	}()
+	if err := ts.send(&pb.TaskRequest{Body: &pb.TaskRequest_Assignment{Assignment: a.Assignment}}); err != nil {
+		fail("send assignment: " + err.Error())
+		return
+	}
+	next := func() (*pb.TaskUpdate, error) {
+		// An update already routed comes before the news that the
+		// session ended: the reader routes before it gives up.
+		select {
+		case u := <-reg.updates:
+			return u, nil
+		default:
+		}
+		select {
+		case u := <-reg.updates:
+			return u, nil
+		case <-ts.dead:
+			return nil, ts.deadErr
+		case <-ctx.Done():
+			return nil, context.Cause(ctx)
+		}
+	}
+	done = s.relayUpdates(ctx, a, next, fail)
+}
+
+// runAssignStream is runAssign over a stream of the attempt's own, for
+// providers without task sessions.
+func (s *submitter) runAssignStream(ctx context.Context, a scheduler.Assign, fail func(string)) {
 	st, _, err := s.dial(ctx, a.Peer)
 	if err != nil {
 		fail("dial provider: " + err.Error())
@@ -550,12 +608,25 @@ func (s *submitter) runAssign(ctx context.Context, a scheduler.Assign) {
 		return
 	}
 	r := bufio.NewReader(st)
-	first := true
-	for {
+	s.relayUpdates(ctx, a, func() (*pb.TaskUpdate, error) {
 		var u pb.TaskUpdate
 		if err := protocol.ReadMsg(r, protocol.MaxTaskUpdate, &u); err != nil {
+			return nil, err
+		}
+		return &u, nil
+	}, fail)
+}
+
+// relayUpdates relays the provider's updates of attempt a (from next) to
+// the coordinator until the final one, a rejection, or an error. It
+// reports whether the provider ended the attempt (final or rejected).
+func (s *submitter) relayUpdates(ctx context.Context, a scheduler.Assign, next func() (*pb.TaskUpdate, error), fail func(string)) bool {
+	first := true
+	for {
+		u, err := next()
+		if err != nil {
 			fail("provider stream: " + err.Error())
-			return
+			return false
 		}
 		if first {
 			first = false
@@ -565,7 +636,7 @@ func (s *submitter) runAssign(ctx context.Context, a scheduler.Assign) {
 				return s.coord.OnAssignReply(now, a.TaskID, a.Attempt, a.Peer, accepted, reason)
 			})
 			if !accepted {
-				return
+				return true
 			}
 			continue
 		}
@@ -576,11 +647,11 @@ func (s *submitter) runAssign(ctx context.Context, a scheduler.Assign) {
 				return s.coord.OnProgress(now, a.TaskID, a.Attempt, a.Peer, state, progress)
 			})
 		case pb.TaskState_TASK_STATE_SUCCEEDED, pb.TaskState_TASK_STATE_FAILED, pb.TaskState_TASK_STATE_CANCELLED:
-			s.finish(ctx, a, &u, fail)
-			return
+			s.finish(ctx, a, u, fail)
+			return true
 		default:
 			fail(fmt.Sprintf("provider sent unexpected state %v", u.State))
-			return
+			return false
 		}
 	}
 }

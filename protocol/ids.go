@@ -19,6 +19,10 @@ const (
 	TableProtocol protocol.ID = "/swarmgen/table/1.0.0"
 	TaskProtocol  protocol.ID = "/swarmgen/task/1.0.0"
 	FetchProtocol protocol.ID = "/swarmgen/fetch/1.0.0"
+	// TaskSessionProtocol carries many assignments from one submitter to
+	// one provider and their updates, each tagged with its task; a
+	// provider without it is sent each task on a TaskProtocol stream.
+	TaskSessionProtocol protocol.ID = "/swarmgen/task-session/1.0.0"
 )
 
 // Size limits for untrusted bytes. They are far above what honest peers
