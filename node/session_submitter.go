@@ -21,6 +21,10 @@ import (
 // for the next assignment (a job's next task usually follows at once).
 const sessionIdle = 30 * time.Second
 
+// noSessionsRecheck is how long a provider found without task sessions is
+// sent tasks on streams of their own before it is asked again.
+const noSessionsRecheck = time.Minute
+
 // errNoSessions: the provider does not speak TaskSessionProtocol (an older
 // version); the task goes over a stream of its own.
 var errNoSessions = errors.New("provider has no task sessions")
@@ -63,6 +67,13 @@ func (s *submitter) session(p peer.ID) (*taskSession, error) {
 		s.sessMu.Unlock()
 		return nil, errors.New("node stopping")
 	}
+	if until, ok := s.noSessions[p]; ok {
+		if s.n.now().Before(until) {
+			s.sessMu.Unlock()
+			return nil, errNoSessions
+		}
+		delete(s.noSessions, p)
+	}
 	ts := s.sessions[p]
 	if ts != nil && ts.broken() {
 		delete(s.sessions, p)
@@ -81,6 +92,15 @@ func (s *submitter) session(p peer.ID) (*taskSession, error) {
 	s.sessMu.Unlock()
 	if opener {
 		ts.err = ts.open()
+		if ts.err != nil {
+			// Broken, so the next attempt opens a fresh one.
+			ts.close(ts.err)
+			if errors.Is(ts.err, errNoSessions) {
+				s.sessMu.Lock()
+				s.noSessions[p] = s.n.now().Add(noSessionsRecheck)
+				s.sessMu.Unlock()
+			}
+		}
 		close(ts.ready)
 	} else {
 		select {

@@ -2,11 +2,16 @@ package node
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"net"
 	"net/http"
 	"testing"
 	"time"
+
+	"github.com/libp2p/go-libp2p"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/swarmgen/swarmgen/api"
 	"github.com/swarmgen/swarmgen/protocol"
@@ -184,5 +189,76 @@ func TestProviderSessionProtocol(t *testing.T) {
 			t.Fatalf("%d tasks still on the provider after its session ended", left)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestTaskSessionHostileProvider: on the submitter's end, updates for
+// attempts nobody waits for are dropped, the awaited one is routed, and
+// bytes that do not decode end the session with an error every attempt on
+// it sees.
+func TestTaskSessionHostileProvider(t *testing.T) {
+	d := inProcessDevnet(t, 1)
+	n := d.Nodes()[0]
+	h, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	garbage := make(chan struct{})
+	h.SetStreamHandler(protocol.TaskSessionProtocol, func(s network.Stream) {
+		defer s.Close()
+		var req pb.TaskRequest
+		if err := protocol.ReadMsg(bufio.NewReader(s), protocol.MaxTaskRequest, &req); err != nil {
+			return
+		}
+		a := req.GetAssignment()
+		_ = protocol.WriteMsg(s, &pb.TaskUpdate{State: pb.TaskState_TASK_STATE_SUCCEEDED, JobId: "other", TaskId: "t", Attempt: 1})
+		_ = protocol.WriteMsg(s, tagged(&pb.TaskUpdate{State: pb.TaskState_TASK_STATE_ACCEPTED}, a))
+		<-garbage
+		_, _ = s.Write([]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01})
+		time.Sleep(time.Second)
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := h.Connect(ctx, peer.AddrInfo{ID: n.ID(), Addrs: n.Host().Addrs()}); err != nil {
+		t.Fatal(err)
+	}
+	s := n.submitter
+	ts, err := s.session(h.ID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.release(ts)
+	k := taskKey{"j", "t", 1}
+	reg, err := ts.register(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ts.unregister(k, reg)
+	if err := ts.send(&pb.TaskRequest{Body: &pb.TaskRequest_Assignment{Assignment: &pb.Assignment{JobId: "j", TaskId: "t", Attempt: 1, Count: 1}}}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case u := <-reg.updates:
+		if u.State != pb.TaskState_TASK_STATE_ACCEPTED || u.JobId != "j" {
+			t.Fatalf("routed %+v", u)
+		}
+	case <-ctx.Done():
+		t.Fatal("the awaited update was not routed")
+	}
+	close(garbage)
+	select {
+	case <-ts.dead:
+		if ts.deadErr == nil {
+			t.Fatal("session ended without a reason")
+		}
+	case <-ctx.Done():
+		t.Fatal("garbage did not end the session")
+	}
+	if again, err := s.session(h.ID()); err == nil {
+		if again == ts {
+			t.Fatal("a broken session was handed out again")
+		}
+		s.release(again)
 	}
 }

@@ -86,9 +86,10 @@ type submitter struct {
 	// its loop ends and waits for the persister to drain it.
 	persistQ chan persistBatch
 
-	sessMu         sync.Mutex // guards sessions, sessionsClosed and each session's refs and idle timer
+	sessMu         sync.Mutex // guards sessions, noSessions, sessionsClosed and each session's refs and idle timer
 	sessions       map[peer.ID]*taskSession
-	sessionsClosed bool // the node is stopping: no new sessions
+	noSessions     map[peer.ID]time.Time // providers without task sessions, until when
+	sessionsClosed bool                  // the node is stopping: no new sessions
 
 	mu        sync.Mutex // guards meta, metaDirty and logs (read by HTTP handlers)
 	meta      map[string]*jobMeta
@@ -99,21 +100,22 @@ type submitter struct {
 func newSubmitter(n *Node, reg *jobspec.Registry, db *stateDB, cfg scheduler.Config) *submitter {
 	cfg.Self = n.id
 	return &submitter{
-		n:         n,
-		coord:     scheduler.NewCoordinator(cfg),
-		reg:       reg,
-		limits:    jobspec.DefaultLimits(),
-		db:        db,
-		hub:       newEventHub(),
-		inbox:     make(chan func(time.Time) []scheduler.Action, inboxCapacity),
-		attempts:  map[attemptKey]context.CancelFunc{},
-		sessions:  map[peer.ID]*taskSession{},
-		inputs:    map[string]cid.Cid{},
-		dirty:     map[string]struct{}{},
-		meta:      map[string]*jobMeta{},
-		metaDirty: map[string]struct{}{},
-		persistQ:  make(chan persistBatch, 64),
-		logs:      map[string]map[string]api.TaskLog{},
+		n:          n,
+		coord:      scheduler.NewCoordinator(cfg),
+		reg:        reg,
+		limits:     jobspec.DefaultLimits(),
+		db:         db,
+		hub:        newEventHub(),
+		inbox:      make(chan func(time.Time) []scheduler.Action, inboxCapacity),
+		attempts:   map[attemptKey]context.CancelFunc{},
+		sessions:   map[peer.ID]*taskSession{},
+		noSessions: map[peer.ID]time.Time{},
+		inputs:     map[string]cid.Cid{},
+		dirty:      map[string]struct{}{},
+		meta:       map[string]*jobMeta{},
+		metaDirty:  map[string]struct{}{},
+		persistQ:   make(chan persistBatch, 64),
+		logs:       map[string]map[string]api.TaskLog{},
 	}
 }
 
