@@ -105,6 +105,7 @@ type task struct {
 	provider    peer.ID
 	startedAt   time.Time
 	finishedAt  time.Time
+	shown       shownText // memo of view's text forms
 }
 
 // maxDeclines: a peer that declines a task's assignment this often is no
@@ -166,13 +167,30 @@ func (t *task) view() api.Task {
 		StartedAt: t.startedAt, FinishedAt: t.finishedAt,
 	}
 	if t.provider != "" {
-		v.Provider = t.provider.String()
+		if t.shown.provider != t.provider {
+			t.shown.provider, t.shown.providerText = t.provider, t.provider.String()
+		}
+		v.Provider = t.shown.providerText
 	}
 	if t.done != nil {
-		v.ResultCID = rootString(t.done.Root)
+		if t.shown.done != t.done {
+			t.shown.done, t.shown.rootText = t.done, rootString(t.done.Root)
+		}
+		v.ResultCID = t.shown.rootText
 		v.Error = ""
 	}
 	return v
+}
+
+// shownText keeps the text forms view last made of a task's provider and
+// result root: a job's view is made after every change (for its event) and
+// base58/base32-encoding them for each task each time was a visible share
+// of a submitter's CPU.
+type shownText struct {
+	provider     peer.ID
+	providerText string
+	done         *resultRef
+	rootText     string
 }
 
 // rootString renders a CID's bytes; bytes that are not a CID (which
