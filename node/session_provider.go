@@ -133,18 +133,32 @@ func (ss *providerSession) forward(k taskKey, t *providerTask) {
 	}
 }
 
-// writeLoop writes queued updates, flushing when none is left waiting (so
-// updates that are ready together share a frame), and a heartbeat for every
-// task on the session each heartbeatEvery.
+// sessionLinger is how long the session writer holds an update that does
+// not end a task (ACCEPTED, RUNNING, HEARTBEAT) for others to share its
+// frame. A short task's ACCEPTED and RUNNING updates then leave together,
+// and with them any update of another task that comes meanwhile; final
+// updates, which the submitter waits on, flush at once (with whatever is
+// held).
+const sessionLinger = 300 * time.Microsecond
+
+// writeLoop writes queued updates, flushing when none is left waiting and
+// the last one written ended a task, or once a held update has lingered
+// (see sessionLinger), and a heartbeat for every task on the session each
+// heartbeatEvery.
 func (ss *providerSession) writeLoop(ctx context.Context) {
 	bw := bufio.NewWriter(ss.rw)
 	hb := time.NewTicker(heartbeatEvery)
 	defer hb.Stop()
+	linger := time.NewTimer(time.Hour)
+	linger.Stop()
+	defer linger.Stop()
+	lingering := false
 	fail := func(err error) {
 		ss.p.n.log.Debug("task session write", "peer", ss.from, "err", err)
 		ss.end(true)
 	}
 	for {
+		flush := false
 		select {
 		case u := <-ss.out:
 			if err := protocol.WriteMsg(bw, u); err != nil {
@@ -154,6 +168,18 @@ func (ss *providerSession) writeLoop(ctx context.Context) {
 			if len(ss.out) > 0 {
 				continue
 			}
+			switch u.State {
+			case pb.TaskState_TASK_STATE_ACCEPTED, pb.TaskState_TASK_STATE_RUNNING, pb.TaskState_TASK_STATE_HEARTBEAT:
+				if !lingering {
+					linger.Reset(sessionLinger)
+					lingering = true
+				}
+			default:
+				flush = true
+			}
+		case <-linger.C:
+			lingering = false
+			flush = true
 		case <-hb.C:
 			ss.mu.Lock()
 			beats := make([]*pb.TaskUpdate, 0, len(ss.tasks))
@@ -167,11 +193,19 @@ func (ss *providerSession) writeLoop(ctx context.Context) {
 					return
 				}
 			}
+			flush = true
 		case <-ss.done:
 			return
 		case <-ctx.Done():
 			ss.end(true)
 			return
+		}
+		if !flush || bw.Buffered() == 0 {
+			continue
+		}
+		if lingering {
+			linger.Stop()
+			lingering = false
 		}
 		if err := bw.Flush(); err != nil {
 			fail(err)
