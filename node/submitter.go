@@ -211,7 +211,11 @@ func (s *submitter) loop(ctx context.Context) {
 			s.apply(ctx, f(s.n.now()))
 		case <-t.C:
 			now := s.n.now()
-			s.apply(ctx, s.coord.Tick(now, s.tableWithSelf()))
+			// An idle submitter does not copy the capacity table four
+			// times a second; submit hands the coordinator a fresh one.
+			if s.coord.Live() {
+				s.apply(ctx, s.coord.Tick(now, s.tableWithSelf()))
+			}
 			if now.Sub(lastFlush) >= persistEvery {
 				lastFlush = now
 				s.flush()
@@ -807,11 +811,15 @@ func (s *submitter) submit(ctx context.Context, body []byte) (api.Job, error) {
 	var job api.Job
 	var subErr error
 	err = s.call(ctx, func(now time.Time) []scheduler.Action {
+		// The loop skips ticks while no job is live: place this one on
+		// the table as it is now.
+		ticked := s.coord.Tick(now, s.tableWithSelf())
 		acts, err := s.coord.Submit(now, rec)
 		if err != nil {
 			subErr = err
-			return nil
+			return ticked
 		}
+		acts = append(ticked, acts...)
 		if j, ok := s.coord.Job(id); ok {
 			job = j
 			for _, t := range j.Tasks {

@@ -166,6 +166,18 @@ func (c *Coordinator) addJob(rec JobRecord, now time.Time) *job {
 // Tick is the periodic input: table is the current capacity table
 // (Table.Snapshot). It times out bid rounds, silent attempts and jobs,
 // starts speculative copies and places pending tasks.
+// Live reports whether any job is not yet terminal: with none, a Tick has
+// nothing to do but take the table, which the caller may then skip (it
+// must Tick with a fresh table before the next Submit).
+func (c *Coordinator) Live() bool {
+	for _, j := range c.order {
+		if !j.terminal() {
+			return true
+		}
+	}
+	return false
+}
+
 func (c *Coordinator) Tick(now time.Time, table []Entry) []Action {
 	c.table = table
 	for _, e := range table {

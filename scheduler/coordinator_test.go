@@ -555,3 +555,21 @@ func TestIdlePeerStealsQueuedTask(t *testing.T) {
 		t.Fatalf("took a running task: %+v", r)
 	}
 }
+
+// TestLive: a coordinator is live while a job is not terminal.
+func TestLive(t *testing.T) {
+	c := newCoord(nil)
+	if c.Live() {
+		t.Fatal("live without jobs")
+	}
+	must(c.Submit(t0, noopJob(t, "j", 1, "")))
+	if !c.Live() {
+		t.Fatal("not live with a pending job")
+	}
+	if _, err := c.Cancel(t0, "j"); err != nil {
+		t.Fatal(err)
+	}
+	if c.Live() {
+		t.Fatal("live with only a cancelled job")
+	}
+}
