@@ -158,7 +158,7 @@ func (p *provider) serve(from peer.ID, rw streamLike, reset func() error) {
 	}
 	switch b := req.Body.(type) {
 	case *pb.TaskRequest_BidRequest:
-		_ = protocol.WriteMsg(rw, p.bid(b.BidRequest))
+		_ = protocol.WriteMsg(rw, p.bid(from, b.BidRequest))
 	case *pb.TaskRequest_Cancel:
 		p.cancel(from, b.Cancel.JobId, b.Cancel.TaskId, b.Cancel.Attempt)
 	case *pb.TaskRequest_Assignment:
@@ -176,7 +176,7 @@ type streamLike interface {
 	Close() error
 }
 
-func (p *provider) bid(req *pb.BidRequest) *pb.Bid {
+func (p *provider) bid(from peer.ID, req *pb.BidRequest) *pb.Bid {
 	if !p.n.cfg.Provide {
 		return &pb.Bid{Reason: "node does not provide"}
 	}
@@ -188,7 +188,7 @@ func (p *provider) bid(req *pb.BidRequest) *pb.Bid {
 	if b.Accept {
 		p.mu.Lock()
 		p.queue.Expire(now)
-		b.Slots = int32(p.queue.Reserve(req.JobId, int(b.Slots), now.Add(reservationTTL)))
+		b.Slots = int32(p.queue.Reserve(from, req.JobId, int(b.Slots), now.Add(reservationTTL)))
 		p.mu.Unlock()
 		if b.Slots == 0 {
 			return &pb.Bid{Reason: string(scheduler.ReasonFull)}
@@ -215,10 +215,8 @@ func (p *provider) cancel(from peer.ID, jobID, taskID string, attempt int32) {
 		}
 	}
 	if taskID == "" {
-		// The whole job: its bid reservations go too. (Job IDs are
-		// random; one who learns another's can at worst free slots that
-		// a bid held for it, which its assignments then take if free.)
-		p.queue.Release(jobID)
+		// The whole job: the bid reservations from held for it go too.
+		p.queue.Release(from, jobID)
 	}
 	p.mu.Unlock()
 	for _, t := range dequeued {
@@ -366,7 +364,7 @@ func (p *provider) admit(from peer.ID, a *pb.Assignment) (*providerTask, string)
 		cancel()
 		return nil, "duplicate assignment"
 	}
-	if err := p.queue.Push(a); err != nil {
+	if err := p.queue.Push(from, a); err != nil {
 		p.mu.Unlock()
 		cancel()
 		return nil, err.Error()
@@ -503,7 +501,7 @@ func (p *provider) workerLoop(ctx context.Context) {
 			delete(p.tasks, taskKey{bt.a.JobId, bt.a.TaskId, bt.a.Attempt})
 		}
 		if t != nil {
-			p.releaseIfDrained(t.a.JobId)
+			p.releaseIfDrained(t.from, t.a.JobId)
 		}
 		p.mu.Unlock()
 		p.n.AdChanged()
@@ -517,14 +515,15 @@ func (p *provider) workerLoop(ctx context.Context) {
 // against every other bid until it expired: after each 1000-task job of
 // BenchmarkSchedulingThroughput 27–32 of 160 slots at 10 providers, 128 of
 // 800 at 50, held for 5 s, so the next job ran on 80–85 % of the pool.
-// p.mu is held.
-func (p *provider) releaseIfDrained(jobID string) {
-	for k := range p.tasks {
-		if k.job == jobID {
+// Reservations are the submitter's (owner's), and so is the check. p.mu is
+// held.
+func (p *provider) releaseIfDrained(owner peer.ID, jobID string) {
+	for k, t := range p.tasks {
+		if k.job == jobID && t.from == owner {
 			return
 		}
 	}
-	p.queue.Release(jobID)
+	p.queue.Release(owner, jobID)
 }
 
 // batchRunner is an executor that runs several tasks of one job as one

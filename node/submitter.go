@@ -502,7 +502,7 @@ func (s *submitter) askBid(ctx context.Context, p peer.ID, req *pb.BidRequest) (
 		if s.n.provider == nil {
 			return nil, errNotProvider
 		}
-		return s.n.provider.bid(req), nil
+		return s.n.provider.bid(s.n.id, req), nil
 	}
 	st, _, err := s.dial(ctx, p)
 	if err != nil {

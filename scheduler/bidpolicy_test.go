@@ -4,6 +4,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/peer"
+
 	"github.com/swarmgen/swarmgen/protocol/pb"
 )
 
@@ -82,11 +84,12 @@ func TestBidPolicyDecide(t *testing.T) {
 
 func TestQueueBounds(t *testing.T) {
 	q := NewQueue(3)
+	sub, other := peer.ID("submitter"), peer.ID("other")
 	as := func(task string) *pb.Assignment { return &pb.Assignment{JobId: "j", TaskId: task, Attempt: 1} }
-	if got := q.Reserve("j", 2, t0.Add(time.Second)); got != 2 {
+	if got := q.Reserve(sub, "j", 2, t0.Add(time.Second)); got != 2 {
 		t.Fatalf("reserved %d", got)
 	}
-	if got := q.Reserve("k", 5, t0.Add(time.Second)); got != 1 {
+	if got := q.Reserve(sub, "k", 5, t0.Add(time.Second)); got != 1 {
 		t.Fatalf("reserved %d beyond capacity", got)
 	}
 	if q.Free() != 0 {
@@ -94,24 +97,24 @@ func TestQueueBounds(t *testing.T) {
 	}
 	// j's assignments consume its reservations; a third has no room.
 	for _, id := range []string{"a", "b"} {
-		if err := q.Push(as(id)); err != nil {
+		if err := q.Push(sub, as(id)); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := q.Push(as("c")); err != ErrQueueFull {
+	if err := q.Push(sub, as("c")); err != ErrQueueFull {
 		t.Fatalf("push over capacity: %v", err)
 	}
-	if err := q.Push(as("a")); err != ErrDuplicate {
+	if err := q.Push(sub, as("a")); err != ErrDuplicate {
 		t.Fatalf("duplicate: %v", err)
 	}
-	if err := q.Push(&pb.Assignment{}); err != ErrNoAssignment {
+	if err := q.Push(sub, &pb.Assignment{}); err != ErrNoAssignment {
 		t.Fatalf("empty: %v", err)
 	}
 	// k's reservation expires, freeing room.
 	if n := q.Expire(t0.Add(time.Second)); n != 1 || q.Free() != 1 {
 		t.Fatalf("expired %d, free %d", n, q.Free())
 	}
-	if err := q.Push(as("c")); err != nil {
+	if err := q.Push(sub, as("c")); err != nil {
 		t.Fatal(err)
 	}
 	// FIFO order, and Remove drops a job's tasks.
@@ -128,12 +131,19 @@ func TestQueueBounds(t *testing.T) {
 		t.Fatal("pop from empty queue")
 	}
 	// Release drops one job's reservations, not another's.
-	q.Reserve("j", 2, t0.Add(time.Hour))
-	q.Reserve("k", 1, t0.Add(time.Hour))
-	if n := q.Release("j"); n != 2 || q.Reserved() != 1 || q.Free() != 2 {
+	q.Reserve(sub, "j", 2, t0.Add(time.Hour))
+	q.Reserve(sub, "k", 1, t0.Add(time.Hour))
+	// Another peer naming the same job can neither release nor spend them.
+	if n := q.Release(other, "j"); n != 0 || q.Reserved() != 3 {
+		t.Fatalf("another peer released %d of j's reservations", n)
+	}
+	if err := q.Push(other, &pb.Assignment{JobId: "j", TaskId: "x", Attempt: 1}); err != ErrQueueFull {
+		t.Fatalf("another peer's assignment took j's reservation: %v", err)
+	}
+	if n := q.Release(sub, "j"); n != 2 || q.Reserved() != 1 || q.Free() != 2 {
 		t.Fatalf("released %d, reserved %d, free %d", n, q.Reserved(), q.Free())
 	}
-	if n := q.Release("j"); n != 0 {
+	if n := q.Release(sub, "j"); n != 0 {
 		t.Fatalf("released %d twice", n)
 	}
 }

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/peer"
+
 	"github.com/swarmgen/swarmgen/protocol/pb"
 )
 
@@ -21,13 +23,22 @@ var (
 type Queue struct {
 	cap      int
 	items    []*pb.Assignment
-	reserved map[string][]time.Time // job ID → expiry of each reserved slot
+	reserved map[resKey][]time.Time // expiry of each slot reserved for a submitter's job
+}
+
+// resKey names whose reservations they are: the submitter that asked for
+// the bid, and its job. Only that submitter's assignments consume them
+// and only it can release them (job IDs are the submitters' own; another
+// peer that learns one must not be able to spend or drop its slots).
+type resKey struct {
+	owner peer.ID
+	job   string
 }
 
 // NewQueue returns a queue holding at most capacity tasks and reservations
 // together.
 func NewQueue(capacity int) *Queue {
-	return &Queue{cap: max(capacity, 0), reserved: map[string][]time.Time{}}
+	return &Queue{cap: max(capacity, 0), reserved: map[resKey][]time.Time{}}
 }
 
 // Len returns the number of queued tasks.
@@ -45,19 +56,21 @@ func (q *Queue) Reserved() int {
 // Free returns how many more tasks or reservations fit.
 func (q *Queue) Free() int { return q.cap - len(q.items) - q.Reserved() }
 
-// Reserve holds up to n slots for jobID until expires and returns how many
-// it held (0 when full).
-func (q *Queue) Reserve(jobID string, n int, expires time.Time) int {
+// Reserve holds up to n slots for owner's job jobID until expires and
+// returns how many it held (0 when full).
+func (q *Queue) Reserve(owner peer.ID, jobID string, n int, expires time.Time) int {
 	n = min(n, q.Free())
+	k := resKey{owner, jobID}
 	for range n {
-		q.reserved[jobID] = append(q.reserved[jobID], expires)
+		q.reserved[k] = append(q.reserved[k], expires)
 	}
 	return max(n, 0)
 }
 
-// Push queues an assignment, consuming one of its job's reservations if
-// there is one, else a free slot; ErrQueueFull when neither is left.
-func (q *Queue) Push(a *pb.Assignment) error {
+// Push queues an assignment from owner, consuming one of the reservations
+// owner holds for its job if there is one, else a free slot; ErrQueueFull
+// when neither is left.
+func (q *Queue) Push(owner peer.ID, a *pb.Assignment) error {
 	if a == nil || a.JobId == "" || a.TaskId == "" {
 		return ErrNoAssignment
 	}
@@ -66,10 +79,11 @@ func (q *Queue) Push(a *pb.Assignment) error {
 			return ErrDuplicate
 		}
 	}
-	if rs := q.reserved[a.JobId]; len(rs) > 0 {
-		q.reserved[a.JobId] = rs[1:]
+	k := resKey{owner, a.JobId}
+	if rs := q.reserved[k]; len(rs) > 0 {
+		q.reserved[k] = rs[1:]
 		if len(rs) == 1 {
-			delete(q.reserved, a.JobId)
+			delete(q.reserved, k)
 		}
 	} else if q.Free() <= 0 {
 		return ErrQueueFull
@@ -118,8 +132,9 @@ func (q *Queue) RemoveAssignment(jobID, taskID string, attempt int32) bool {
 	return false
 }
 
-// Remove drops the queued tasks of jobID (taskID "" = all of them) and the
-// job's reservations when taskID is "", returning how many tasks it dropped.
+// Remove drops the queued tasks of jobID (taskID "" = all of them),
+// returning how many it dropped. Reservations stay: Release drops them,
+// for the submitter that holds them.
 func (q *Queue) Remove(jobID, taskID string) int {
 	kept := q.items[:0]
 	n := 0
@@ -132,16 +147,15 @@ func (q *Queue) Remove(jobID, taskID string) int {
 	}
 	clear(q.items[len(kept):])
 	q.items = kept
-	if taskID == "" {
-		delete(q.reserved, jobID)
-	}
 	return n
 }
 
-// Release drops jobID's reservations and returns how many it dropped.
-func (q *Queue) Release(jobID string) int {
-	n := len(q.reserved[jobID])
-	delete(q.reserved, jobID)
+// Release drops the reservations owner holds for jobID and returns how
+// many it dropped.
+func (q *Queue) Release(owner peer.ID, jobID string) int {
+	k := resKey{owner, jobID}
+	n := len(q.reserved[k])
+	delete(q.reserved, k)
 	return n
 }
 
