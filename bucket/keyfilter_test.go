@@ -9,6 +9,14 @@ import (
 	"github.com/ipfs/go-cid"
 )
 
+// smallFilters makes every key filter the test creates start at n keys, so
+// that a few puts outgrow it and it is rebuilt.
+func smallFilters(t *testing.T, n int) {
+	old := filterMinKeys
+	filterMinKeys = n
+	t.Cleanup(func() { filterMinKeys = old })
+}
+
 // TestKeyFilter: no key added is ever ruled out, and at capacity few keys
 // not added pass.
 func TestKeyFilter(t *testing.T) {
@@ -51,9 +59,7 @@ func TestKeyFilter(t *testing.T) {
 // syncs, deletes and a reopen, and absent blocks are answered without the
 // index.
 func TestPackKeyFilterRebuild(t *testing.T) {
-	old := filterMinKeys
-	filterMinKeys = 8
-	t.Cleanup(func() { filterMinKeys = old })
+	smallFilters(t, 8)
 	ctx := context.Background()
 	dir := t.TempDir()
 	s := openAt(t, dir)

@@ -75,13 +75,14 @@ func (s *Store) putPin(ctx context.Context, root cid.Cid, ttl time.Duration, nam
 		rec.Expires = now.Add(ttl)
 	}
 	key := pinKey(root)
+	fkey := []byte(key.String())
 	if s.pinned == nil || s.pinned.full() {
 		s.pinned = s.buildPinFilter(ctx)
 	}
 	// Most pins are of new roots: the filter saves their pebble lookup.
 	var old []byte
 	var err error
-	if s.pinned.mayHave([]byte(key.String())) {
+	if s.pinned.mayHave(fkey) {
 		old, err = s.ds.Get(ctx, key)
 	}
 	if err == nil && old != nil {
@@ -100,7 +101,7 @@ func (s *Store) putPin(ctx context.Context, root cid.Cid, ttl time.Duration, nam
 	if err := s.ds.Put(ctx, key, b); err != nil {
 		return fmt.Errorf("pin %s: %w", root, err)
 	}
-	s.pinned.add([]byte(key.String()))
+	s.pinned.add(fkey)
 	s.writeGen.Add(1)
 	return nil
 }

@@ -137,9 +137,7 @@ func TestPersistence(t *testing.T) {
 // and the first creation time, also for a pin written before a reopen and
 // when the pin filter has been rebuilt past its capacity.
 func TestRepinKeepsLaterExpiry(t *testing.T) {
-	old := filterMinKeys
-	filterMinKeys = 4
-	t.Cleanup(func() { filterMinKeys = old })
+	smallFilters(t, 4)
 	dir := t.TempDir()
 	ctx := context.Background()
 	clock := &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}

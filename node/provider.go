@@ -215,7 +215,7 @@ func (p *provider) cancel(from peer.ID, jobID, taskID string, attempt int32) {
 		}
 	}
 	if taskID == "" {
-		// The whole job: the bid reservations from held for it go too.
+		// The whole job: the slots its bids reserved for from go too.
 		p.queue.Release(from, jobID)
 	}
 	p.mu.Unlock()

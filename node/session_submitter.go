@@ -47,9 +47,11 @@ type taskSession struct {
 	deadOnce sync.Once
 	deadErr  error // why, set before dead is closed
 
+	// Guarded by submitter.sessMu.
+	refs int         // attempts using the session
+	idle *time.Timer // closes the session once refs has stayed 0 for sessionIdle
+
 	mu    sync.Mutex
-	refs  int // attempts using the session (guarded by submitter.sessMu)
-	idle  *time.Timer
 	tasks map[taskKey]*sessionTask
 }
 

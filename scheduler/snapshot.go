@@ -140,13 +140,14 @@ func decodeTaskPeers(ts *taskSnapshot) (r restored, err error) {
 		}
 		r.inFlight = append(r.inFlight, p)
 	}
-	for _, x := range []struct {
-		dst **resultRef
-		src *refSnapshot
-	}{{&r.fetching, ts.Fetching}, {&r.backup, ts.Backup}, {&r.done, ts.Done}} {
-		if *x.dst, err = decodeRef(x.src); err != nil {
-			return r, fmt.Errorf("result: %w", err)
-		}
+	if r.fetching, err = decodeRef(ts.Fetching); err != nil {
+		return r, fmt.Errorf("fetching: %w", err)
+	}
+	if r.backup, err = decodeRef(ts.Backup); err != nil {
+		return r, fmt.Errorf("backup: %w", err)
+	}
+	if r.done, err = decodeRef(ts.Done); err != nil {
+		return r, fmt.Errorf("done: %w", err)
 	}
 	return r, nil
 }
