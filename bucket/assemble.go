@@ -20,11 +20,21 @@ type Entry struct {
 
 // Assemble builds a job bucket: a UnixFS directory with one subdirectory
 // per entry (the task's DAG linked as is: no file data is copied) and
-// manifest.json, and pins it for ttl. Every entry's DAG must be complete in
-// the local blockstore (fetch it first); manifest must decode as a Manifest.
-func (s *Store) Assemble(ctx context.Context, entries []Entry, manifest []byte, ttl time.Duration) (cid.Cid, error) {
-	if _, err := DecodeManifest(manifest); err != nil {
+// manifest.json (m, as Manifest.Encode writes it), and pins it for ttl. Every entry's DAG
+// must be complete in the local blockstore (fetch it first); m must pass
+// Validate. It takes the manifest as a value, not as bytes, because its
+// caller builds it: decoding it back to validate it was a fifth of the cost
+// of assembling a 1 000-task bucket.
+func (s *Store) Assemble(ctx context.Context, entries []Entry, m *Manifest, ttl time.Duration) (cid.Cid, error) {
+	if err := m.Validate(); err != nil {
 		return cid.Undef, fmt.Errorf("assemble: %w", err)
+	}
+	manifest, err := m.Encode()
+	if err != nil {
+		return cid.Undef, fmt.Errorf("assemble: %w", err)
+	}
+	if len(manifest) > MaxManifestSize {
+		return cid.Undef, fmt.Errorf("assemble: manifest: %w: %d bytes, limit %d", ErrTooLarge, len(manifest), MaxManifestSize)
 	}
 	if len(entries)+1 > s.cfg.maxDirEntries {
 		return cid.Undef, fmt.Errorf("assemble: %w: %d entries, limit %d", ErrTooLarge, len(entries), s.cfg.maxDirEntries-1)
@@ -42,10 +52,7 @@ func (s *Store) Assemble(ctx context.Context, entries []Entry, manifest []byte, 
 		if e.Name == ManifestName {
 			return cid.Undef, fmt.Errorf("assemble: %w: entry named %s", ErrInvalidName, ManifestName)
 		}
-		if err := s.checkComplete(ctx, e.Root); err != nil {
-			return cid.Undef, fmt.Errorf("assemble: entry %s: %w", e.Name, err)
-		}
-		nd, err := s.getNode(ctx, e.Root)
+		nd, err := s.checkComplete(ctx, e.Root)
 		if err != nil {
 			return cid.Undef, fmt.Errorf("assemble: entry %s: %w", e.Name, err)
 		}
@@ -79,8 +86,10 @@ func (s *Store) Assemble(ctx context.Context, entries []Entry, manifest []byte, 
 }
 
 // checkComplete reports ErrMissingBlock unless every block of the DAG under
-// root is stored locally. Raw leaves are checked with Has, not read.
-func (s *Store) checkComplete(ctx context.Context, root cid.Cid) error {
+// root is stored locally, and returns the root node, read once for both.
+// Raw leaves below the root are checked with Has, not read.
+func (s *Store) checkComplete(ctx context.Context, root cid.Cid) (ipld.Node, error) {
+	var rootNode ipld.Node
 	seen := map[string]struct{}{}
 	stack := []cid.Cid{root}
 	for len(stack) > 0 {
@@ -90,33 +99,41 @@ func (s *Store) checkComplete(ctx context.Context, root cid.Cid) error {
 			continue
 		}
 		seen[c.KeyString()] = struct{}{}
-		if c.Type() == cid.Raw {
+		if c.Type() == cid.Raw && rootNode != nil {
 			ok, err := s.bs.Has(ctx, c)
 			if err != nil {
-				return err
+				return nil, err
 			}
 			if !ok {
-				return fmt.Errorf("%w: %s", ErrMissingBlock, c)
+				return nil, fmt.Errorf("%w: %s", ErrMissingBlock, c)
 			}
 			continue
 		}
 		blk, err := s.bs.Get(ctx, c)
 		if err != nil {
 			if isNotFound(err) {
-				return fmt.Errorf("%w: %s", ErrMissingBlock, c)
+				return nil, fmt.Errorf("%w: %s", ErrMissingBlock, c)
 			}
-			return err
+			return nil, err
 		}
-		if c.Type() != cid.DagProtobuf {
-			return fmt.Errorf("%w: %s: codec 0x%x", ErrUnsupported, c, c.Type())
+		var nd ipld.Node
+		switch c.Type() {
+		case cid.Raw: // only the root gets here
+			nd, err = merkledag.DecodeRawBlock(blk)
+		case cid.DagProtobuf:
+			nd, err = merkledag.DecodeProtobufBlock(blk)
+		default:
+			return nil, fmt.Errorf("%w: %s: codec 0x%x", ErrUnsupported, c, c.Type())
 		}
-		nd, err := merkledag.DecodeProtobuf(blk.RawData())
 		if err != nil {
-			return fmt.Errorf("%w: %s: %w", ErrCorruptBlock, c, err)
+			return nil, fmt.Errorf("%w: %s: %w", ErrCorruptBlock, c, err)
+		}
+		if rootNode == nil {
+			rootNode = nd
 		}
 		for _, l := range nd.Links() {
 			stack = append(stack, l.Cid)
 		}
 	}
-	return nil
+	return rootNode, nil
 }

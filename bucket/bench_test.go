@@ -283,7 +283,7 @@ func BenchmarkGatewayDownload(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	bucket, err := s.Assemble(ctx, []Entry{{Name: "task-0", Root: root}}, []byte(`{"job":"bench","tasks":[]}`), 0)
+	bucket, err := s.Assemble(ctx, []Entry{{Name: "task-0", Root: root}}, &Manifest{Job: "bench"}, 0)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -305,4 +305,32 @@ func BenchmarkGatewayDownload(b *testing.B) {
 		total += time.Since(start)
 	}
 	reportMBps(b, n, total)
+}
+
+// BenchmarkAssemble builds the bucket of a 1 000-task job whose results
+// are tiny DAGs (a directory holding one small file), as a scheduling
+// benchmark's noop job does; it runs on the submitter once all tasks are
+// done, so it is on the job's critical path.
+//
+//	go test -run '^$' -bench Assemble ./bucket
+func BenchmarkAssemble(b *testing.B) {
+	ctx := context.Background()
+	s := newStore(b, newHost(b), WithDeferredSync())
+	const tasks = 1000
+	entries := make([]Entry, tasks)
+	m := Manifest{Job: "j-bench", Template: "noop", CreatedAt: time.Now().UTC()}
+	for i := range entries {
+		root, _, err := s.ImportFiles(ctx, map[string][]byte{"result.json": []byte(fmt.Sprintf(`{"app":"noop","index":%d}`, i))})
+		if err != nil {
+			b.Fatal(err)
+		}
+		entries[i] = Entry{Name: TaskDirName(i), Root: root}
+		m.Tasks = append(m.Tasks, ManifestTask{Index: i, TaskID: fmt.Sprintf("t-%d", i), Provider: "12D3KooWbench", Attempt: 1, CID: root.String(), Seed: int64(i)})
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := s.Assemble(ctx, entries, &m, time.Hour); err != nil {
+			b.Fatal(err)
+		}
+	}
 }

@@ -42,12 +42,13 @@ func testPNG(t testing.TB, seed int) []byte {
 }
 
 type testBucket struct {
-	s       *Store
-	root    cid.Cid
-	tasks   []cid.Cid
-	files   map[string][]byte // bucket-relative path -> content
-	handler http.Handler
-	srv     *httptest.Server
+	s        *Store
+	root     cid.Cid
+	tasks    []cid.Cid
+	files    map[string][]byte // bucket-relative path -> content
+	manifest Manifest
+	handler  http.Handler
+	srv      *httptest.Server
 }
 
 // makeBucket assembles a 3-task bucket with one image each (+ a big file in
@@ -77,13 +78,17 @@ func makeBucket(t *testing.T) *testBucket {
 			Params: json.RawMessage(`{"prompt":"a red fox <b>in</b> snow","steps":20}`), Provider: "12D3KooWprov", Attempt: 1,
 			CID: root.String(), DurationMs: 1500})
 	}
-	mb, _ := json.Marshal(m)
-	root, err := s.Assemble(ctx, entries, mb, time.Hour)
+	mb, err := m.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	root, err := s.Assemble(ctx, entries, &m, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
 	tb.files[ManifestName] = mb
 	tb.root = root
+	tb.manifest = m
 	tb.handler = NewGateway(s, mapIndex{"job1": root})
 	tb.srv = httptest.NewServer(tb.handler)
 	t.Cleanup(tb.srv.Close)
@@ -123,13 +128,13 @@ func TestAssembleBucket(t *testing.T) {
 	}
 	// Refusals: missing DAG, bad manifest, reserved name.
 	missing, _ := cid.Decode("bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku")
-	if _, err := tb.s.Assemble(ctx, []Entry{{Name: "task-9", Root: missing}}, mb, time.Hour); !errors.Is(err, ErrMissingBlock) {
+	if _, err := tb.s.Assemble(ctx, []Entry{{Name: "task-9", Root: missing}}, &tb.manifest, time.Hour); !errors.Is(err, ErrMissingBlock) {
 		t.Fatalf("assemble with missing DAG: %v", err)
 	}
-	if _, err := tb.s.Assemble(ctx, nil, []byte(`{"job":""}`), time.Hour); err == nil {
+	if _, err := tb.s.Assemble(ctx, nil, &Manifest{}, time.Hour); err == nil {
 		t.Fatal("assemble accepted a manifest without job")
 	}
-	if _, err := tb.s.Assemble(ctx, []Entry{{Name: "../x", Root: tb.tasks[0]}}, mb, time.Hour); !errors.Is(err, ErrInvalidName) {
+	if _, err := tb.s.Assemble(ctx, []Entry{{Name: "../x", Root: tb.tasks[0]}}, &tb.manifest, time.Hour); !errors.Is(err, ErrInvalidName) {
 		t.Fatalf("assemble with bad name: %v", err)
 	}
 }

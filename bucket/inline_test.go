@@ -47,7 +47,7 @@ func TestInlineCAR(t *testing.T) {
 	if err := b.ImportCAR(ctx, root, car, 1<<20); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.checkComplete(ctx, root); err != nil {
+	if _, err := b.checkComplete(ctx, root); err != nil {
 		t.Fatalf("imported DAG incomplete: %v", err)
 	}
 	pins, err := b.Pins(ctx)
@@ -69,7 +69,7 @@ func FuzzImportCAR(f *testing.F) {
 		if err := s.ImportCAR(ctx, root, car, 8<<20); err != nil {
 			return
 		}
-		if err := s.checkComplete(ctx, root); err != nil {
+		if _, err := s.checkComplete(ctx, root); err != nil {
 			t.Fatalf("ImportCAR succeeded on an incomplete DAG: %v", err)
 		}
 	})

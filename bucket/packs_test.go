@@ -224,7 +224,7 @@ func TestGCRemovesPacks(t *testing.T) {
 	if n := len(packFiles(t, dir)); n != 1 {
 		t.Fatalf("%d packs after GC, want 1", n)
 	}
-	if err := s.checkComplete(ctx, other); err != nil {
+	if _, err := s.checkComplete(ctx, other); err != nil {
 		t.Fatalf("live DAG damaged: %v", err)
 	}
 }
@@ -380,7 +380,7 @@ func TestCrashBeforePin(t *testing.T) {
 	copyTree(t, dir, crashed)
 	s2 := openAt(t, crashed)
 	defer s2.Close()
-	if err := s2.checkComplete(ctx, pinned); err != nil {
+	if _, err := s2.checkComplete(ctx, pinned); err != nil {
 		t.Fatalf("pinned DAG after the crash: %v", err)
 	}
 	if has, err := s2.Has(ctx, loose.Cid()); has || err != nil {
@@ -497,7 +497,7 @@ func TestGCCompactsSparsePacks(t *testing.T) {
 	if len(after) != 1 || after[0] == before[0] {
 		t.Fatalf("packs after GC %v (before %v): want one new pack", after, before)
 	}
-	if err := s.checkComplete(ctx, keep); err != nil {
+	if _, err := s.checkComplete(ctx, keep); err != nil {
 		t.Fatalf("live DAG after compaction: %v", err)
 	}
 	if err := s.Close(); err != nil {
@@ -505,7 +505,7 @@ func TestGCCompactsSparsePacks(t *testing.T) {
 	}
 	s2 := openAt(t, dir)
 	defer s2.Close()
-	if err := s2.checkComplete(ctx, keep); err != nil {
+	if _, err := s2.checkComplete(ctx, keep); err != nil {
 		t.Fatalf("live DAG after compaction and reopen: %v", err)
 	}
 	leaf := leafOf(t, s2, keep)

@@ -34,7 +34,7 @@ func TestGCExpiredPins(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Bucket over a lives longer than a's own result pin.
-	bucket, err := s.Assemble(ctx, []Entry{{Name: "task-0", Root: a}}, []byte(`{"job":"j","tasks":[]}`), 3*time.Hour)
+	bucket, err := s.Assemble(ctx, []Entry{{Name: "task-0", Root: a}}, &Manifest{Job: "j"}, 3*time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -50,7 +50,7 @@ func TestGCExpiredPins(t *testing.T) {
 	if err != nil || st.ExpiredPins != 1 || st.BlocksRemoved != 0 {
 		t.Fatalf("GC after a's pin expired: %+v %v (bucket still reaches a)", st, err)
 	}
-	if err := s.checkComplete(ctx, a); err != nil {
+	if _, err := s.checkComplete(ctx, a); err != nil {
 		t.Fatalf("a collected while the bucket reaches it: %v", err)
 	}
 	clk.Add(time.Hour) // b expired, bucket live
@@ -61,7 +61,7 @@ func TestGCExpiredPins(t *testing.T) {
 	if has, _ := s.Has(ctx, b); has {
 		t.Fatal("b's root survived")
 	}
-	if err := s.checkComplete(ctx, bucket); err != nil {
+	if _, err := s.checkComplete(ctx, bucket); err != nil {
 		t.Fatalf("bucket damaged by GC (shared blocks must stay): %v", err)
 	}
 	clk.Add(time.Hour) // everything expired
@@ -128,7 +128,7 @@ func TestPersistence(t *testing.T) {
 	if err != nil || len(pins) != 1 || !pins[0].Root.Equals(root) {
 		t.Fatalf("pins after reopen: %v %v", pins, err)
 	}
-	if err := s2.checkComplete(ctx, root); err != nil {
+	if _, err := s2.checkComplete(ctx, root); err != nil {
 		t.Fatalf("DAG after reopen: %v", err)
 	}
 }

@@ -43,7 +43,7 @@ func TestDeferredSync(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := s2.checkComplete(ctx, root); err != nil {
+		if _, err := s2.checkComplete(ctx, root); err != nil {
 			t.Errorf("explicit sync %v: DAG after reopen: %v", explicit, err)
 		}
 		s2.Close()

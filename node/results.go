@@ -118,7 +118,7 @@ func (r *results) importInput(ctx context.Context, name string, data []byte) (ci
 
 // assemble builds and pins the job bucket and, for dataDestination local,
 // writes it to a directory too.
-func (r *results) assemble(ctx context.Context, entries []bucket.Entry, manifest []byte, ttl time.Duration, localDir string) (cid.Cid, error) {
+func (r *results) assemble(ctx context.Context, entries []bucket.Entry, manifest *bucket.Manifest, ttl time.Duration, localDir string) (cid.Cid, error) {
 	root, err := r.store.Assemble(ctx, entries, manifest, ttl)
 	if err != nil {
 		return cid.Undef, err

@@ -737,11 +737,7 @@ func (s *submitter) assemble(ctx context.Context, a scheduler.AssembleJob) (stri
 		s.mu.Unlock()
 		man.Tasks = append(man.Tasks, mt)
 	}
-	manifest, err := json.MarshalIndent(man, "", "  ")
-	if err != nil {
-		return "", "", err
-	}
-	root, err := s.n.results.assemble(ctx, entries, manifest, m.BucketTTL, m.LocalDir)
+	root, err := s.n.results.assemble(ctx, entries, &man, m.BucketTTL, m.LocalDir)
 	if err != nil {
 		return "", "", fmt.Errorf("assemble %s: %w", a.JobID, err)
 	}
