@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"sync"
 	"time"
 
@@ -240,6 +241,21 @@ func (s *submitter) tableWithSelf() []scheduler.Entry {
 }
 
 func (s *submitter) apply(ctx context.Context, acts []scheduler.Action) {
+	// Jobs with a job-level change, persisted once every action has been
+	// applied: the actions that start network work (bids, assignments) go
+	// first, instead of waiting for a 1 000-task snapshot on submit.
+	var changed []string
+	defer func() {
+		if len(changed) == 0 {
+			return
+		}
+		s.flush()
+		for _, id := range changed {
+			if st, ok := s.coord.Status(id); ok && isTerminal(st) {
+				s.forgetAttempts(id)
+			}
+		}
+	}()
 	for _, a := range acts {
 		switch a := a.(type) {
 		case scheduler.RequestBids:
@@ -292,9 +308,8 @@ func (s *submitter) apply(ctx context.Context, acts []scheduler.Action) {
 			// and job-level changes (status, terminal) are written at once.
 			if a.Event.Type == "job" {
 				s.dirty[a.JobID] = struct{}{}
-				s.flush()
-				if j, ok := s.coord.Job(a.JobID); ok && isTerminal(j.Status) {
-					s.forgetAttempts(j)
+				if !slices.Contains(changed, a.JobID) {
+					changed = append(changed, a.JobID)
 				}
 			} else if a.Event.Type != "progress" {
 				s.dirty[a.JobID] = struct{}{}
@@ -308,21 +323,18 @@ func isTerminal(status string) bool {
 	return status == api.JobCompleted || status == api.JobFailed || status == api.JobCancelled
 }
 
-func (s *submitter) forgetAttempts(j api.Job) {
-	ids := make(map[string]bool, len(j.Tasks))
-	for _, t := range j.Tasks {
-		ids[t.ID] = true
-	}
+// forgetAttempts cancels and forgets the attempts of a job that ended. One
+// pass over the attempts (a pass per task made a 1 000-task job's end cost
+// a million map steps), and no view of the job is built for it.
+func (s *submitter) forgetAttempts(jobID string) {
 	s.inlined.Range(func(k, _ any) bool {
-		if ids[k.(attemptKey).task] {
+		if scheduler.JobOfTask(k.(attemptKey).task) == jobID {
 			s.inlined.Delete(k)
 		}
 		return true
 	})
-	// One pass over the attempts: a loop per task made a 1 000-task job's
-	// end cost a million map steps.
 	for k, cancel := range s.attempts {
-		if ids[k.task] {
+		if scheduler.JobOfTask(k.task) == jobID {
 			cancel()
 			delete(s.attempts, k)
 		}
@@ -716,14 +728,21 @@ func (s *submitter) assemble(ctx context.Context, a scheduler.AssembleJob) (stri
 		return "", "", fmt.Errorf("assemble %s: no job metadata", a.JobID)
 	}
 	man := bucket.Manifest{Job: a.JobID, Template: m.Template, CreatedAt: m.CreatedAt}
-	var entries []bucket.Entry
+	entries := make([]bucket.Entry, 0, len(a.Results))
+	man.Tasks = make([]bucket.ManifestTask, 0, len(a.Results))
+	provNames := map[peer.ID]string{} // a job has a few providers and many tasks
 	for _, r := range a.Results {
 		c, err := cid.Cast(r.Root)
 		if err != nil {
 			return "", "", fmt.Errorf("assemble %s: task %s root: %w", a.JobID, r.TaskID, err)
 		}
 		entries = append(entries, bucket.Entry{Name: bucket.TaskDirName(r.Index), Root: c})
-		mt := bucket.ManifestTask{Index: r.Index, TaskID: r.TaskID, Provider: r.Provider.String(), Attempt: r.Attempt, CID: c.String()}
+		prov, ok := provNames[r.Provider]
+		if !ok {
+			prov = r.Provider.String()
+			provNames[r.Provider] = prov
+		}
+		mt := bucket.ManifestTask{Index: r.Index, TaskID: r.TaskID, Provider: prov, Attempt: r.Attempt, CID: c.String()}
 		if r.Index >= 0 && r.Index < len(m.Record.Tasks) {
 			mt.Seed = m.Record.Tasks[r.Index].Seed
 			mt.Params = m.Record.Tasks[r.Index].Params

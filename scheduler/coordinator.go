@@ -717,6 +717,15 @@ func (c *Coordinator) Job(id string) (api.Job, bool) {
 	return j.view(), true
 }
 
+// Status returns a job's status without building its view.
+func (c *Coordinator) Status(id string) (string, bool) {
+	j := c.jobs[id]
+	if j == nil {
+		return "", false
+	}
+	return j.status, true
+}
+
 // Jobs returns every job's view, oldest first.
 func (c *Coordinator) Jobs() []api.Job {
 	js := slices.Clone(c.order)

@@ -573,3 +573,16 @@ func TestLive(t *testing.T) {
 		t.Fatal("live with only a cancelled job")
 	}
 }
+
+func TestJobOfTask(t *testing.T) {
+	for _, job := range []string{"j-0193ab12cd34ef567890", "job", "a-b-c"} {
+		for _, i := range []int{0, 7, 12345} {
+			if got := JobOfTask(TaskID(job, i)); got != job {
+				t.Fatalf("JobOfTask(%q) = %q, want %q", TaskID(job, i), got, job)
+			}
+		}
+	}
+	if got := JobOfTask("nodash"); got != "" {
+		t.Fatalf("JobOfTask without a dash = %q", got)
+	}
+}

@@ -2,6 +2,7 @@ package scheduler
 
 import (
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/ipfs/go-cid"
@@ -52,6 +53,14 @@ func NewJobRecord(id string, spec *jobspec.Spec, tasks []jobspec.TaskSpec) JobRe
 
 // TaskID is the ID of task index of a job.
 func TaskID(jobID string, index int) string { return fmt.Sprintf("%s-%d", jobID, index) }
+
+// JobOfTask returns the job ID in a task ID made by TaskID.
+func JobOfTask(taskID string) string {
+	if i := strings.LastIndexByte(taskID, '-'); i >= 0 {
+		return taskID[:i]
+	}
+	return ""
+}
 
 // Reliability is the record of a peer's finished attempts, kept by the
 // Coordinator across jobs.
