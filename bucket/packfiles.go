@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"sort"
 	"sync"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -22,6 +23,9 @@ type packDir interface {
 	open(name string) (packReader, error)
 	remove(name string) error
 	list() ([]string, error)
+	// trimTail releases space allocated past size at the end of the named
+	// pack (left by reserve before a crash); best effort.
+	trimTail(name string, size int64)
 	// sync makes the directory's entries (created names) durable.
 	sync() error
 }
@@ -38,6 +42,11 @@ type packWriter interface {
 	// it, after waiting for writeback started earlier unless the dir was
 	// made with noWait (best effort).
 	writeback(end int64)
+	// reserve allocates [off, off+n) on the device ahead of the writes
+	// that will fill it, without changing the file's size; best effort.
+	reserve(off, n int64)
+	// release gives back what reserve allocated past size; best effort.
+	release(size int64)
 	// syncData makes everything written durable.
 	syncData() error
 	Close() error
@@ -130,6 +139,35 @@ func (w osPackWriter) writeback(end int64) {
 }
 
 func (w osPackWriter) syncData() error { return unix.Fdatasync(int(w.Fd())) }
+
+// reserve preallocates with FALLOC_FL_KEEP_SIZE: appending into blocks
+// already allocated costs the writer less than appending past them (ext4
+// on the project's VM, 4 MiB pwrites, `go run ./bench/pagecache`:
+// 0.35–0.42 CPU-ms/MB against 0.46–0.57, and 1–2.5 in some runs), and the
+// size, which open trusts as the end of the data, stays the bytes written.
+// A filesystem without fallocate just appends as before.
+func (w osPackWriter) reserve(off, n int64) {
+	_ = unix.Fallocate(int(w.Fd()), unix.FALLOC_FL_KEEP_SIZE, off, n)
+}
+
+// release truncates to size, which frees blocks reserved past it.
+func (w osPackWriter) release(size int64) { _ = w.Truncate(size) }
+
+func (d *osPackDir) trimTail(name string, size int64) {
+	path := filepath.Join(d.dir, name)
+	st, err := os.Stat(path)
+	if err != nil {
+		return
+	}
+	if sys, ok := st.Sys().(*syscall.Stat_t); ok && sys.Blocks*512 > size+reserveSlack {
+		_ = os.Truncate(path, size)
+	}
+}
+
+// reserveSlack is how far a pack's allocation may exceed its size before
+// open trims it: filesystems round up to blocks, and to more than that
+// when they preallocate on their own.
+const reserveSlack = 1 << 20
 
 // memPackDir keeps packs in memory, in 1 MiB chunks (no copying as a pack
 // grows).
@@ -234,6 +272,9 @@ func (p *memPack) size() (int64, error) {
 	return p.n, nil
 }
 
-func (p *memPack) writeback(int64) {}
-func (p *memPack) syncData() error { return nil }
-func (p *memPack) Close() error    { return nil }
+func (p *memPack) writeback(int64)           {}
+func (p *memPack) reserve(int64, int64)      {}
+func (p *memPack) release(int64)             {}
+func (d *memPackDir) trimTail(string, int64) {}
+func (p *memPack) syncData() error           { return nil }
+func (p *memPack) Close() error              { return nil }

@@ -86,6 +86,7 @@ type packFile struct {
 	w      packWriter // nil once rotated out and synced
 	size   int64      // bytes appended (guarded by packStore.wmu while w != nil)
 	wbAt   int64      // size at the last writeback call (guarded by packStore.wmu)
+	alloc  int64      // end of what reserve allocated (guarded by packStore.wmu)
 	synced int64      // bytes known durable (guarded by packStore.syncMu)
 	live   int64      // bytes of indexed blocks (guarded by packStore.mu)
 }
@@ -148,6 +149,7 @@ func openPackStore(dir packDir, db *pebble.DB, log *slog.Logger) (*packStore, er
 			p.closeFiles()
 			return nil, fmt.Errorf("stat pack %s: %w", name, err)
 		}
+		dir.trimTail(name, size)
 		p.packs[id] = &packFile{id: id, r: r, size: size, synced: size}
 		p.nextID = max(p.nextID, id+1)
 	}
@@ -302,6 +304,13 @@ func (p *packStore) writeCur(buf []byte) (*packFile, int64, error) {
 	}
 	cur := p.cur
 	base := cur.size
+	if end := base + int64(len(buf)); len(buf) >= reserveMin && end > cur.alloc {
+		cur.alloc = max(cur.alloc, base) + reserveAhead
+		for cur.alloc < end {
+			cur.alloc += reserveAhead
+		}
+		cur.w.reserve(base, cur.alloc-base)
+	}
 	n, err := cur.w.WriteAt(buf, base)
 	cur.size += int64(n)
 	if err != nil {
@@ -309,6 +318,16 @@ func (p *packStore) writeCur(buf []byte) (*packFile, int64, error) {
 	}
 	return cur, base, nil
 }
+
+// Packs are preallocated ahead of large appends (a fetch's 4 MiB slabs, a
+// big import's batches), reserveAhead at a time; the many small appends of
+// tiny results do not reserve, so a pack of those never holds more space
+// than data. What a pack reserved past its data is released when it is
+// retired, closed, or (after a crash) opened.
+const (
+	reserveMin   = 256 << 10
+	reserveAhead = 32 << 20
+)
 
 // newPack creates the next pack file and makes it current. wmu is held.
 func (p *packStore) newPack() error {
@@ -503,6 +522,7 @@ func (p *packStore) sync() (int, error) {
 		w := pf.w
 		pf.w = nil
 		p.mu.Unlock()
+		w.release(pf.size)
 		if err := w.Close(); err != nil {
 			return 0, fmt.Errorf("close pack %s: %w", packName(pf.id), err)
 		}
@@ -796,6 +816,7 @@ func (p *packStore) closeFiles() {
 	defer p.mu.Unlock()
 	for _, pf := range p.packs {
 		if pf.w != nil {
+			pf.w.release(pf.size)
 			pf.w.Close()
 			pf.w = nil
 		}

@@ -1,17 +1,20 @@
 package bucket
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/cockroachdb/pebble/v2"
 	blocks "github.com/ipfs/go-block-format"
 	"github.com/ipfs/go-cid"
 	mh "github.com/multiformats/go-multihash"
+	"golang.org/x/sys/unix"
 )
 
 func rawBlock(t testing.TB, data []byte) blocks.Block {
@@ -562,5 +565,72 @@ func TestDeleteMovedBlock(t *testing.T) {
 	}
 	if n := len(packFiles(t, dir)); n != 0 {
 		t.Fatalf("%d packs left with nothing live in them", n)
+	}
+}
+
+// allocated returns the bytes the filesystem allocated to a file.
+func allocated(t testing.TB, path string) (size, alloc int64) {
+	t.Helper()
+	st, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st.Size(), st.Sys().(*syscall.Stat_t).Blocks * 512
+}
+
+// TestPackReserve: a large append preallocates the pack ahead of the data
+// without changing its size; the reservation is given back when the pack
+// is closed, and one left by a crash is trimmed when the store opens.
+func TestPackReserve(t *testing.T) {
+	dir := t.TempDir()
+	ctx := context.Background()
+	s := openAt(t, dir)
+	data := pseudoRandom(81, 3<<20)
+	root, _, err := s.ImportFiles(ctx, map[string][]byte{"big.bin": data})
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := packFiles(t, dir)
+	if len(names) != 1 {
+		t.Fatalf("packs: %v", names)
+	}
+	pack := filepath.Join(dir, "packs", names[0])
+	size, alloc := allocated(t, pack)
+	if alloc < size+reserveSlack {
+		t.Skipf("no preallocation on this filesystem (size %d, allocated %d)", size, alloc)
+	}
+	if size < int64(len(data)) || size > int64(len(data))+64<<10 {
+		t.Fatalf("pack size %d for %d bytes of data: the reservation must not count", size, len(data))
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if size2, alloc := allocated(t, pack); size2 != size || alloc > size+reserveSlack {
+		t.Fatalf("after close: size %d (was %d), allocated %d: reservation kept", size2, size, alloc)
+	}
+	// As if the node had crashed with a reservation outstanding.
+	f, err := os.OpenFile(pack, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Fallocate(int(f.Fd()), unix.FALLOC_FL_KEEP_SIZE, size, 16<<20); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	if _, alloc := allocated(t, pack); alloc < size+16<<20 {
+		t.Fatalf("fallocate did not take: allocated %d", alloc)
+	}
+	s2 := openAt(t, dir)
+	defer s2.Close()
+	if size2, alloc := allocated(t, pack); size2 != size || alloc > size+reserveSlack {
+		t.Fatalf("after reopen: size %d (was %d), allocated %d: crash reservation not trimmed", size2, size, alloc)
+	}
+	out := t.TempDir()
+	if err := s2.ExportDir(ctx, root, out); err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile(filepath.Join(out, "big.bin"))
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("data after reopen: %v", err)
 	}
 }
