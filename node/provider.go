@@ -232,7 +232,7 @@ func (p *provider) cancel(from peer.ID, jobID, taskID string, attempt int32) {
 func (p *provider) validateAssignment(a *pb.Assignment) (*jobspec.Template, error) {
 	for name, v := range map[string]string{"job_id": a.JobId, "task_id": a.TaskId} {
 		if v == "" || len(v) > protocol.MaxIDLength || strings.ContainsAny(v, "/\\\x00") || v == "." || v == ".." {
-			return nil, fmt.Errorf("assignment %s %q: empty, too long or has path characters", name, v)
+			return nil, fmt.Errorf("assignment %s %q (%d bytes): empty, too long or has path characters", name, clipString(v, 64), len(v))
 		}
 	}
 	if a.Attempt < 1 || a.Index < 0 || a.Count < 1 || a.Index >= a.Count {
@@ -257,7 +257,7 @@ func (p *provider) validateAssignment(a *pb.Assignment) (*jobspec.Template, erro
 	}
 	t, ok := p.reg.Get(a.TemplateId)
 	if !ok {
-		return nil, fmt.Errorf("assignment: template %q unknown on this node", a.TemplateId)
+		return nil, fmt.Errorf("assignment: template %q unknown on this node", clipString(a.TemplateId, 64))
 	}
 	if !p.offers(t.ID) {
 		return nil, fmt.Errorf("assignment: template %q not offered by this node", t.ID)
@@ -351,9 +351,13 @@ func (p *provider) admit(from peer.ID, a *pb.Assignment) (*providerTask, string)
 	if !p.n.cfg.Provide {
 		return nil, "node does not provide"
 	}
+	if p.n.ctx.Err() != nil {
+		// Its workers may have stopped: nothing would run or end it.
+		return nil, "node stopping"
+	}
 	tmpl, err := p.validateAssignment(a)
 	if err != nil {
-		return nil, err.Error()
+		return nil, clipString(err.Error(), protocol.MaxStringField)
 	}
 	ctx, cancel := context.WithCancel(p.n.ctx)
 	t := &providerTask{a: a, tmpl: tmpl, from: from, ctx: ctx, cancel: cancel, updates: make(chan *pb.TaskUpdate, 16), queued: p.n.now()}
@@ -438,9 +442,21 @@ func (p *provider) assign(from peer.ID, a *pb.Assignment, rw streamLike) {
 }
 
 // drain discards the rest of a task's updates once nobody listens.
+// It ends when the task closes updates or the node stops (the task's sends
+// give up then too, and one admitted as the workers stopped never closes
+// updates). A plain goroutine, not goRun: stream handlers call this, and
+// they may run while Close waits for the node's goroutines.
 func (p *provider) drain(t *providerTask) {
 	go func() {
-		for range t.updates {
+		for {
+			select {
+			case _, ok := <-t.updates:
+				if !ok {
+					return
+				}
+			case <-p.n.ctx.Done():
+				return
+			}
 		}
 	}()
 }

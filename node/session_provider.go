@@ -74,10 +74,32 @@ func (p *provider) serveSession(from peer.ID, rw streamLike, reset func() error)
 	}
 }
 
-// tagged marks u as an update of a's task.
+// tagged marks u as an update of a's task. The IDs are clipped to their
+// limit: a rejection answers assignments whose IDs were not valid, and an
+// update must not echo megabytes back (an honest submitter's IDs fit).
 func tagged(u *pb.TaskUpdate, a *pb.Assignment) *pb.TaskUpdate {
-	u.JobId, u.TaskId, u.Attempt = a.JobId, a.TaskId, a.Attempt
+	u.JobId, u.TaskId, u.Attempt = clipID(a.JobId), clipID(a.TaskId), a.Attempt
 	return u
+}
+
+func clipID(id string) string {
+	if len(id) > protocol.MaxIDLength {
+		return id[:protocol.MaxIDLength]
+	}
+	return id
+}
+
+// sessionWriteTimeout bounds each write on a task session, at both ends: a
+// peer that stops reading for that long breaks the session (its tasks fail
+// over or are cancelled) instead of holding the writer, and everything
+// queued behind it, for good.
+var sessionWriteTimeout = 10 * time.Second // a var for tests
+
+// writeDeadline sets rw's write deadline to d from now, if rw has one.
+func writeDeadline(rw streamLike, d time.Duration) {
+	if w, ok := rw.(interface{ SetWriteDeadline(time.Time) error }); ok {
+		_ = w.SetWriteDeadline(time.Now().Add(d))
+	}
 }
 
 // send queues u for the writer; false once the session ended.
@@ -143,9 +165,23 @@ const sessionLinger = 300 * time.Microsecond
 
 // writeLoop writes queued updates, flushing when none is left waiting and
 // the last one written ended a task, or once a held update has lingered
-// (see sessionLinger), and a heartbeat for every task on the session each
-// heartbeatEvery.
+// (see sessionLinger), and a heartbeat each heartbeatEvery for every task
+// whose ACCEPTED it has written and whose final update it has not: the
+// writer keeps that set itself, so a heartbeat can neither overtake a
+// task's ACCEPTED (the submitter would take it for the reply, a decline)
+// nor follow its final update.
 func (ss *providerSession) writeLoop(ctx context.Context) {
+	beating := map[taskKey]bool{}
+	note := func(u *pb.TaskUpdate) {
+		k := taskKey{u.JobId, u.TaskId, u.Attempt}
+		switch u.State {
+		case pb.TaskState_TASK_STATE_ACCEPTED:
+			beating[k] = true
+		case pb.TaskState_TASK_STATE_RUNNING, pb.TaskState_TASK_STATE_HEARTBEAT:
+		default:
+			delete(beating, k)
+		}
+	}
 	bw := bufio.NewWriter(ss.rw)
 	hb := time.NewTicker(heartbeatEvery)
 	defer hb.Stop()
@@ -161,10 +197,12 @@ func (ss *providerSession) writeLoop(ctx context.Context) {
 		flush := false
 		select {
 		case u := <-ss.out:
+			writeDeadline(ss.rw, sessionWriteTimeout)
 			if err := protocol.WriteMsg(bw, u); err != nil {
 				fail(err)
 				return
 			}
+			note(u)
 			if len(ss.out) > 0 {
 				continue
 			}
@@ -182,11 +220,16 @@ func (ss *providerSession) writeLoop(ctx context.Context) {
 			flush = true
 		case <-hb.C:
 			ss.mu.Lock()
-			beats := make([]*pb.TaskUpdate, 0, len(ss.tasks))
-			for _, t := range ss.tasks {
-				beats = append(beats, tagged(&pb.TaskUpdate{State: pb.TaskState_TASK_STATE_HEARTBEAT}, t.a))
+			beats := make([]*pb.TaskUpdate, 0, len(beating))
+			for k := range beating {
+				if _, live := ss.tasks[k]; !live {
+					delete(beating, k) // gone without a final update (cancelled)
+					continue
+				}
+				beats = append(beats, &pb.TaskUpdate{State: pb.TaskState_TASK_STATE_HEARTBEAT, JobId: k.job, TaskId: k.task, Attempt: k.attempt})
 			}
 			ss.mu.Unlock()
+			writeDeadline(ss.rw, sessionWriteTimeout)
 			for _, u := range beats {
 				if err := protocol.WriteMsg(bw, u); err != nil {
 					fail(err)
@@ -207,6 +250,7 @@ func (ss *providerSession) writeLoop(ctx context.Context) {
 			linger.Stop()
 			lingering = false
 		}
+		writeDeadline(ss.rw, sessionWriteTimeout)
 		if err := bw.Flush(); err != nil {
 			fail(err)
 			return

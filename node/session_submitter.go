@@ -39,6 +39,10 @@ type taskSession struct {
 	ready chan struct{} // closed once open has finished
 	err   error         // open's error, read after ready
 
+	// st and reset are set by open under smu, which close also takes: a
+	// session closed while it was being opened (the node stopping) resets
+	// the stream open then gets, instead of leaving it open.
+	smu   sync.Mutex
 	st    streamLike
 	reset func() error
 	wmu   sync.Mutex
@@ -129,8 +133,11 @@ func (ts *taskSession) open() error {
 			return errNotProvider
 		}
 		a, b := net.Pipe()
+		if err := ts.attach(a, a.Close); err != nil {
+			b.Close()
+			return err
+		}
 		s.n.goRun("self-task-session", func(context.Context) { s.n.provider.serveSession(ts.peer, b, b.Close) })
-		ts.st, ts.reset = a, a.Close
 	} else {
 		ctx, cancel := context.WithTimeout(s.n.ctx, assignDialWait)
 		defer cancel()
@@ -141,9 +148,24 @@ func (ts *taskSession) open() error {
 			}
 			return err
 		}
-		ts.st, ts.reset = st, st.Reset
+		if err := ts.attach(st, st.Reset); err != nil {
+			return err
+		}
 	}
 	s.n.goRun("task-session-reader", ts.readLoop)
+	return nil
+}
+
+// attach makes st the session's stream, unless the session was closed
+// meanwhile: then st is reset and the error says why.
+func (ts *taskSession) attach(st streamLike, reset func() error) error {
+	ts.smu.Lock()
+	defer ts.smu.Unlock()
+	if ts.broken() {
+		_ = reset()
+		return ts.deadErr
+	}
+	ts.st, ts.reset = st, reset
 	return nil
 }
 
@@ -195,13 +217,17 @@ func (ts *taskSession) unregister(k taskKey, t *sessionTask) {
 	close(t.gone)
 }
 
-// send writes one request; a failed write breaks the session.
+// send writes one request; a failed write breaks the session. A write
+// that the provider does not take within sessionWriteTimeout fails: a
+// provider that stops reading would otherwise hold every attempt to it,
+// cancelled or not, in send.
 func (ts *taskSession) send(req *pb.TaskRequest) error {
 	ts.wmu.Lock()
 	defer ts.wmu.Unlock()
 	if ts.broken() {
 		return ts.deadErr
 	}
+	writeDeadline(ts.st, sessionWriteTimeout)
 	if err := protocol.WriteMsg(ts.st, req); err != nil {
 		err = fmt.Errorf("task session: %w", err)
 		ts.close(err)
@@ -219,14 +245,24 @@ func (ts *taskSession) broken() bool {
 	}
 }
 
-// close ends the session once with err; every attempt on it sees dead.
+// close ends the session once with err; every attempt on it sees dead,
+// and the submitter forgets it (the next attempt to the peer opens a new
+// one).
 func (ts *taskSession) close(err error) {
 	ts.deadOnce.Do(func() {
+		ts.smu.Lock()
 		ts.deadErr = err
 		close(ts.dead)
 		if ts.reset != nil {
 			_ = ts.reset()
 		}
+		ts.smu.Unlock()
+		s := ts.s
+		s.sessMu.Lock()
+		if s.sessions[ts.peer] == ts {
+			delete(s.sessions, ts.peer)
+		}
+		s.sessMu.Unlock()
 	})
 }
 
@@ -236,7 +272,7 @@ func (s *submitter) release(ts *taskSession) {
 	s.sessMu.Lock()
 	defer s.sessMu.Unlock()
 	ts.refs--
-	if ts.refs > 0 || ts.broken() {
+	if ts.refs > 0 || ts.broken() || s.sessionsClosed {
 		return
 	}
 	ts.idle = time.AfterFunc(sessionIdle, func() {

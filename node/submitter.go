@@ -648,7 +648,12 @@ func (s *submitter) relayUpdates(ctx context.Context, a scheduler.Assign, next f
 		}
 		if first {
 			first = false
-			accepted := u.State == pb.TaskState_TASK_STATE_ACCEPTED
+			// The reply is ACCEPTED or REJECTED; a provider that reports
+			// the task running (a heartbeat that overtook ACCEPTED, as
+			// providers of the fourth session's build could send) has
+			// accepted it, and the update counts as progress too.
+			st := u.State
+			accepted := st == pb.TaskState_TASK_STATE_ACCEPTED || st == pb.TaskState_TASK_STATE_RUNNING || st == pb.TaskState_TASK_STATE_HEARTBEAT
 			reason := clipString(u.Message, protocol.MaxStringField)
 			s.do(func(now time.Time) []scheduler.Action {
 				return s.coord.OnAssignReply(now, a.TaskID, a.Attempt, a.Peer, accepted, reason)
@@ -656,9 +661,13 @@ func (s *submitter) relayUpdates(ctx context.Context, a scheduler.Assign, next f
 			if !accepted {
 				return true
 			}
-			continue
+			if st == pb.TaskState_TASK_STATE_ACCEPTED {
+				continue
+			}
 		}
 		switch u.State {
+		case pb.TaskState_TASK_STATE_ACCEPTED:
+			// After a running report taken for acceptance: nothing new.
 		case pb.TaskState_TASK_STATE_RUNNING, pb.TaskState_TASK_STATE_HEARTBEAT:
 			state, progress := u.State, min(max(u.Progress, 0), 1)
 			s.do(func(now time.Time) []scheduler.Action {
