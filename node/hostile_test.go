@@ -20,7 +20,7 @@ import (
 	"github.com/swarmgen/swarmgen/protocol/pb"
 )
 
-func testNode(t *testing.T, dir string, mod func(*Config)) *Node {
+func testNode(t *testing.T, dir string, mod func(*Config), opts ...Option) *Node {
 	t.Helper()
 	cfg := DefaultConfig()
 	cfg.DataDir = dir
@@ -31,7 +31,7 @@ func testNode(t *testing.T, dir string, mod func(*Config)) *Node {
 	if mod != nil {
 		mod(&cfg)
 	}
-	n, err := New(context.Background(), cfg, WithLogger(quietLogger()))
+	n, err := New(context.Background(), cfg, append([]Option{WithLogger(quietLogger())}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -45,6 +45,15 @@ type taskKey struct {
 	attempt   int32
 }
 
+// provKey names a task on a provider: the submitter that assigned it and
+// its IDs. Another peer that reuses the same IDs (they are not secret:
+// every provider asked for a bid learns a job's) has tasks of its own,
+// which can neither refuse the owner's as duplicates nor join its batches.
+type provKey struct {
+	from peer.ID
+	taskKey
+}
+
 // providerTask is an accepted assignment, queued or running.
 type providerTask struct {
 	a       *pb.Assignment
@@ -72,7 +81,7 @@ type provider struct {
 
 	mu      sync.Mutex
 	queue   *scheduler.Queue
-	tasks   map[taskKey]*providerTask
+	tasks   map[provKey]*providerTask
 	running int
 	wake    chan struct{}
 }
@@ -92,7 +101,7 @@ func newProvider(n *Node, reg *jobspec.Registry, execs map[string]inference.Exec
 		execs:    execs,
 		taskRoot: cmp.Or(n.cfg.TaskDir, filepath.Join(n.cfg.DataDir, "tasks")),
 		queue:    scheduler.NewQueue(5 * slots),
-		tasks:    map[taskKey]*providerTask{},
+		tasks:    map[provKey]*providerTask{},
 		wake:     make(chan struct{}, 1),
 	}
 	n.SetLoadFunc(p.load)
@@ -121,6 +130,10 @@ func (p *provider) localState() scheduler.LocalState {
 	freeMem := p.n.freeMemory()
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	// Expired reservations must not count: a provider whose bids were not
+	// used would otherwise refuse every later bid as full, and the only
+	// Expire was behind an accepted bid.
+	p.queue.Expire(p.n.now())
 	ls := scheduler.LocalState{
 		Running:    p.running,
 		Queued:     p.queue.Len() + p.queue.Reserved(),
@@ -209,7 +222,7 @@ func (p *provider) cancel(from peer.ID, jobID, taskID string, attempt int32) {
 			continue
 		}
 		t.cancel()
-		if p.queue.RemoveAssignment(k.job, k.task, k.attempt) {
+		if p.queue.RemoveAssignment(k.from, k.job, k.task, k.attempt) {
 			delete(p.tasks, k)
 			dequeued = append(dequeued, t)
 		}
@@ -361,8 +374,10 @@ func (p *provider) admit(from peer.ID, a *pb.Assignment) (*providerTask, string)
 	}
 	ctx, cancel := context.WithCancel(p.n.ctx)
 	t := &providerTask{a: a, tmpl: tmpl, from: from, ctx: ctx, cancel: cancel, updates: make(chan *pb.TaskUpdate, 16), queued: p.n.now()}
-	k := taskKey{a.JobId, a.TaskId, a.Attempt}
+	k := provKey{from, taskKey{a.JobId, a.TaskId, a.Attempt}}
 	p.mu.Lock()
+	// Reservations past their expiry no longer hold room.
+	p.queue.Expire(p.n.now())
 	if _, dup := p.tasks[k]; dup {
 		p.mu.Unlock()
 		cancel()
@@ -392,7 +407,8 @@ func (p *provider) assign(from peer.ID, a *pb.Assignment, rw streamLike) {
 		_ = protocol.WriteMsg(rw, &pb.TaskUpdate{State: pb.TaskState_TASK_STATE_REJECTED, Message: reason})
 		return
 	}
-	cancel := t.cancel
+	// As a Cancel would: a queued task leaves the queue at once.
+	cancel := func() { p.cancel(from, a.JobId, a.TaskId, a.Attempt) }
 	defer cancel()
 	// Updates already waiting when one is written go out in the same
 	// stream write (one frame, one encryption, one syscall): a short task's
@@ -464,10 +480,10 @@ func (p *provider) drain(t *providerTask) {
 func (p *provider) workerLoop(ctx context.Context) {
 	for {
 		p.mu.Lock()
-		a, ok := p.queue.Pop()
+		owner, a, ok := p.queue.Pop()
 		var t *providerTask
 		if ok {
-			t = p.tasks[taskKey{a.JobId, a.TaskId, a.Attempt}]
+			t = p.tasks[provKey{owner, taskKey{a.JobId, a.TaskId, a.Attempt}}]
 			p.running++
 		}
 		p.mu.Unlock()
@@ -493,8 +509,8 @@ func (p *provider) workerLoop(ctx context.Context) {
 		}
 		if batched {
 			p.mu.Lock()
-			for _, more := range p.queue.PopJob(a.JobId, a.TemplateId, maxBatch-1) {
-				if mt := p.tasks[taskKey{more.JobId, more.TaskId, more.Attempt}]; mt != nil {
+			for _, more := range p.queue.PopJob(owner, a.JobId, a.TemplateId, maxBatch-1) {
+				if mt := p.tasks[provKey{owner, taskKey{more.JobId, more.TaskId, more.Attempt}}]; mt != nil {
 					batch = append(batch, mt)
 					p.running++
 				}
@@ -514,7 +530,7 @@ func (p *provider) workerLoop(ctx context.Context) {
 				continue
 			}
 			p.running--
-			delete(p.tasks, taskKey{bt.a.JobId, bt.a.TaskId, bt.a.Attempt})
+			delete(p.tasks, provKey{bt.from, taskKey{bt.a.JobId, bt.a.TaskId, bt.a.Attempt}})
 		}
 		if t != nil {
 			p.releaseIfDrained(t.from, t.a.JobId)

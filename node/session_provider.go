@@ -258,17 +258,23 @@ func (ss *providerSession) writeLoop(ctx context.Context) {
 	}
 }
 
-// end stops the session once: its tasks are cancelled (their forwarders
-// drain what they still report) and the stream is closed, or reset when the
-// session broke.
+// end stops the session once: its tasks are cancelled as a Cancel would
+// (a running one through its context, a queued one taken out of the queue,
+// so that it does not hold a slot until a worker reaches it; their
+// forwarders drain what they still report) and the stream is closed, or
+// reset when the session broke.
 func (ss *providerSession) end(broken bool) {
 	ss.endOnce.Do(func() {
 		close(ss.done)
 		ss.mu.Lock()
-		for _, t := range ss.tasks {
-			t.cancel()
+		keys := make([]taskKey, 0, len(ss.tasks))
+		for k := range ss.tasks {
+			keys = append(keys, k)
 		}
 		ss.mu.Unlock()
+		for _, k := range keys {
+			ss.p.cancel(ss.from, k.job, k.task, k.attempt)
+		}
 		if broken {
 			_ = ss.reset()
 		} else {

@@ -165,7 +165,7 @@ func TestProviderSessionProtocol(t *testing.T) {
 	sp.assign("j", "bad", 1, "no-such-template", `{}`)
 	sp.until("bad", pb.TaskState_TASK_STATE_REJECTED)
 	p.mu.Lock()
-	_, running := p.tasks[taskKey{"j", "long", 1}]
+	_, running := p.tasks[provKey{from, taskKey{"j", "long", 1}}]
 	p.mu.Unlock()
 	if !running {
 		t.Fatal("a cancel naming attempt 2 stopped attempt 1")

@@ -143,7 +143,7 @@ func (s *submitter) start() error {
 		restored = append(restored, acts...)
 		if j, ok := s.coord.Job(id); ok {
 			for _, t := range j.Tasks {
-				if t.Index < len(m.Record.Tasks) && m.Record.Tasks[t.Index].Input != nil {
+				if t.Index >= 0 && t.Index < len(m.Record.Tasks) && m.Record.Tasks[t.Index].Input != nil {
 					in := m.Record.Tasks[t.Index].Input
 					c, err := s.n.results.importInput(context.Background(), in.Name, in.Data)
 					if err != nil {
@@ -323,7 +323,8 @@ func isTerminal(status string) bool {
 	return status == api.JobCompleted || status == api.JobFailed || status == api.JobCancelled
 }
 
-// forgetAttempts cancels and forgets the attempts of a job that ended. One
+// forgetAttempts cancels and forgets the attempts of a job that ended, and
+// its tasks' inputs. One
 // pass over the attempts (a pass per task made a 1 000-task job's end cost
 // a million map steps), and no view of the job is built for it.
 func (s *submitter) forgetAttempts(jobID string) {
@@ -337,6 +338,12 @@ func (s *submitter) forgetAttempts(jobID string) {
 		if scheduler.JobOfTask(k.task) == jobID {
 			cancel()
 			delete(s.attempts, k)
+		}
+	}
+	// No attempt will need its task's input again.
+	for task := range s.inputs {
+		if scheduler.JobOfTask(task) == jobID {
+			delete(s.inputs, task)
 		}
 	}
 }
@@ -506,7 +513,7 @@ func (s *submitter) requestBids(ctx context.Context, a scheduler.RequestBids) {
 		}()
 	}
 	wg.Wait()
-	s.do(func(now time.Time) []scheduler.Action { return s.coord.OnBids(now, a.JobID, bids) })
+	s.do(func(now time.Time) []scheduler.Action { return s.coord.OnBids(now, a, bids) })
 }
 
 func (s *submitter) askBid(ctx context.Context, p peer.ID, req *pb.BidRequest) (*pb.Bid, error) {

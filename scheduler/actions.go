@@ -19,6 +19,7 @@ type Action interface {
 // Coordinator.OnBids (peers that do not answer in time are left out).
 type RequestBids struct {
 	JobID string
+	Round uint64 // which round: pass the action back to OnBids
 	Peers []peer.ID
 	Req   *pb.BidRequest
 }

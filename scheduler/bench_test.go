@@ -69,7 +69,7 @@ func runBenchJob(b *testing.B, rec JobRecord, table []Entry) (int, *Coordinator)
 					running := min(len(held[p]), pol.Slots)
 					bids[p] = pol.Decide(a.Req, LocalState{Running: running, Queued: len(held[p]) - running, FreeMemory: 1 << 34, Executors: []string{"process"}}, now)
 				}
-				queue = append(queue, c.OnBids(now, a.JobID, bids)...)
+				queue = append(queue, c.OnBids(now, a, bids)...)
 			case Assign:
 				queue = append(queue, c.OnAssignReply(now, a.TaskID, a.Attempt, a.Peer, true, "")...)
 				held[a.Peer] = append(held[a.Peer], a)

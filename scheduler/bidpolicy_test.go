@@ -118,16 +118,19 @@ func TestQueueBounds(t *testing.T) {
 		t.Fatal(err)
 	}
 	// FIFO order, and Remove drops a job's tasks.
-	if a, _ := q.Pop(); a.TaskId != "a" {
-		t.Fatalf("pop = %v", a)
+	if owner, a, _ := q.Pop(); a.TaskId != "a" || owner != sub {
+		t.Fatalf("pop = %v from %s", a, owner)
 	}
-	if n := q.Remove("j", "c"); n != 1 || q.Len() != 1 {
+	if n := q.Remove(other, "j", "c"); n != 0 {
+		t.Fatalf("another peer removed %d of sub's tasks", n)
+	}
+	if n := q.Remove(sub, "j", "c"); n != 1 || q.Len() != 1 {
 		t.Fatalf("removed %d, len %d", n, q.Len())
 	}
-	if a, ok := q.Pop(); !ok || a.TaskId != "b" {
+	if _, a, ok := q.Pop(); !ok || a.TaskId != "b" {
 		t.Fatalf("pop = %v", a)
 	}
-	if _, ok := q.Pop(); ok {
+	if _, _, ok := q.Pop(); ok {
 		t.Fatal("pop from empty queue")
 	}
 	// Release drops one job's reservations, not another's.
@@ -145,5 +148,42 @@ func TestQueueBounds(t *testing.T) {
 	}
 	if n := q.Release(sub, "j"); n != 0 {
 		t.Fatalf("released %d twice", n)
+	}
+}
+
+// TestQueueTasksBelongToOwners: the same job, task and attempt IDs from
+// another submitter are another task: no duplicate for the owner's, not in
+// its batches, not removed with it.
+func TestQueueTasksBelongToOwners(t *testing.T) {
+	q := NewQueue(8)
+	sub, other := peer.ID("submitter"), peer.ID("other")
+	as := func(task string) *pb.Assignment {
+		return &pb.Assignment{JobId: "j", TaskId: task, Attempt: 1, TemplateId: "sd"}
+	}
+	if err := q.Push(other, as("j-0")); err != nil {
+		t.Fatal(err)
+	}
+	if err := q.Push(sub, as("j-0")); err != nil {
+		t.Fatalf("the owner's task refused because another peer queued its IDs first: %v", err)
+	}
+	if err := q.Push(sub, as("j-1")); err != nil {
+		t.Fatal(err)
+	}
+	if err := q.Push(other, as("j-2")); err != nil {
+		t.Fatal(err)
+	}
+	owner, first, _ := q.Pop()
+	if owner != other {
+		t.Fatalf("popped %s's first", owner)
+	}
+	batch := q.PopJob(owner, first.JobId, first.TemplateId, 4)
+	if len(batch) != 1 || batch[0].TaskId != "j-2" {
+		t.Fatalf("other's batch %v took the owner's tasks", batch)
+	}
+	if q.RemoveAssignment(other, "j", "j-1", 1) {
+		t.Fatal("another peer removed the owner's queued attempt")
+	}
+	if !q.RemoveAssignment(sub, "j", "j-1", 1) || q.Len() != 1 {
+		t.Fatalf("owner's removal: len %d", q.Len())
 	}
 }

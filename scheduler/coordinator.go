@@ -106,6 +106,7 @@ type Coordinator struct {
 	load  map[peer.ID]*peerLoad
 	names map[peer.ID]string // peer.ID.String memo: base58 is costly per event
 	added uint64             // jobs added, for a stable listing order
+	round uint64             // bid rounds opened, to tell their answers apart
 }
 
 // peerLoad corrects a peer's advertised free slots by the assignments this
@@ -303,7 +304,8 @@ func (c *Coordinator) place(now time.Time, j *job) []Action {
 		return c.setReasons(now, j, reasons)
 	}
 	cands = cands[:min(c.cfg.TopK, len(cands))]
-	r := &bidRound{deadline: now.Add(c.cfg.BidTimeout), scores: map[peer.ID]float64{}}
+	c.round++
+	r := &bidRound{id: c.round, deadline: now.Add(c.cfg.BidTimeout), scores: map[peer.ID]float64{}}
 	if j.asked == nil {
 		j.asked = map[peer.ID]struct{}{}
 	}
@@ -321,15 +323,18 @@ func (c *Coordinator) place(now time.Time, j *job) []Action {
 		MaxPriceMicros: j.rec.Constraints.MaxPricePerTaskMicros,
 		DeadlineMs:     r.deadline.UnixMilli(),
 	}
-	return []Action{RequestBids{JobID: j.rec.ID, Peers: slices.Clone(r.peers), Req: req}}
+	return []Action{RequestBids{JobID: j.rec.ID, Round: r.id, Peers: slices.Clone(r.peers), Req: req}}
 }
 
-// OnBids reports the answers to the job's open RequestBids; peers missing
-// from bids gave none. Tasks go round-robin to the accepting peers, best
-// first, each up to the slots it offered.
-func (c *Coordinator) OnBids(now time.Time, jobID string, bids map[peer.ID]*pb.Bid) []Action {
-	j := c.jobs[jobID]
-	if j == nil || j.round == nil || j.terminal() {
+// OnBids reports the answers to round r (the RequestBids that asked);
+// peers missing from bids gave none. Tasks go round-robin to the accepting
+// peers, best first, each up to the slots it offered. Answers to a round
+// that is no longer open (Tick timed it out and a new one started) are
+// dropped: taken for the new round's, they would close it with answers
+// from other peers and drop its own.
+func (c *Coordinator) OnBids(now time.Time, r0 RequestBids, bids map[peer.ID]*pb.Bid) []Action {
+	j := c.jobs[r0.JobID]
+	if j == nil || j.round == nil || j.round.id != r0.Round || j.terminal() {
 		return nil
 	}
 	r := j.round

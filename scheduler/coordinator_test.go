@@ -1,6 +1,7 @@
 package scheduler
 
 import (
+	"encoding/json"
 	"slices"
 	"strings"
 	"testing"
@@ -59,7 +60,7 @@ func TestPendingWithReasonsThenRuns(t *testing.T) {
 	if r.Tasks != 2 || r.Resources.Gpus != 1 || r.Model != "stabilityai/sd-turbo" || r.TemplateId != "stable-diffusion" || r.Image != "swarmgen/sd-worker:latest" {
 		t.Errorf("bid request = %v", r)
 	}
-	a = split(c.OnBids(now, "j1", acceptAll(a.bids[0], 4)))
+	a = split(c.OnBids(now, a.bids[0], acceptAll(a.bids[0], 4)))
 	if len(a.assigns) != 2 {
 		t.Fatalf("%d assigns", len(a.assigns))
 	}
@@ -77,7 +78,7 @@ func TestHeartbeatLossRetriesElsewhereThenFails(t *testing.T) {
 	table := []Entry{entry(t, 0), entry(t, 1), entry(t, 2)}
 	c.Tick(t0, table)
 	a := split(must(c.Submit(t0, noopJob(t, "j", 1, `, "maxAttempts": 2`))))
-	a = split(c.OnBids(t0, "j", acceptAll(a.bids[0], 1)))
+	a = split(c.OnBids(t0, a.bids[0], acceptAll(a.bids[0], 1)))
 	first := a.assigns[0]
 	c.OnAssignReply(t0, first.TaskID, 1, first.Peer, true, "")
 	c.OnProgress(t0.Add(time.Second), first.TaskID, 1, first.Peer, pb.TaskState_TASK_STATE_RUNNING, 0.1)
@@ -102,7 +103,7 @@ func TestHeartbeatLossRetriesElsewhereThenFails(t *testing.T) {
 	// Even if the failed peer bids, it does not get the task.
 	bids := acceptAll(a.bids[0], 1)
 	bids[first.Peer] = &pb.Bid{Accept: true, Slots: 1}
-	a = split(c.OnBids(now, "j", bids))
+	a = split(c.OnBids(now, a.bids[0], bids))
 	if len(a.assigns) != 1 || a.assigns[0].Peer == first.Peer || a.assigns[0].Attempt != 2 {
 		t.Fatalf("assigns = %+v", a.assigns)
 	}
@@ -134,7 +135,7 @@ func TestDeclinedAssignmentIsNotAFailure(t *testing.T) {
 	table := []Entry{entry(t, 0)}
 	c.Tick(t0, table)
 	a := split(must(c.Submit(t0, noopJob(t, "j", 1, `, "maxAttempts": 1`))))
-	a = split(c.OnBids(t0, "j", acceptAll(a.bids[0], 1)))
+	a = split(c.OnBids(t0, a.bids[0], acceptAll(a.bids[0], 1)))
 	as := a.assigns[0]
 	a = split(c.OnAssignReply(t0, as.TaskID, as.Attempt, as.Peer, false, "full"))
 	j := mustJob(t, c, "j")
@@ -145,7 +146,7 @@ func TestDeclinedAssignmentIsNotAFailure(t *testing.T) {
 	if len(a.bids) != 1 {
 		t.Fatalf("no new round: %+v", a)
 	}
-	a = split(c.OnBids(t0, "j", acceptAll(a.bids[0], 1)))
+	a = split(c.OnBids(t0, a.bids[0], acceptAll(a.bids[0], 1)))
 	if len(a.assigns) != 1 || a.assigns[0].Attempt != 2 {
 		t.Fatalf("assigns = %+v", a.assigns)
 	}
@@ -156,7 +157,7 @@ func TestSpeculativeCopyFirstResultWins(t *testing.T) {
 	table := []Entry{entry(t, 0), entry(t, 1), entry(t, 2)}
 	c.Tick(t0, table)
 	a := split(must(c.Submit(t0, noopJob(t, "j", 2, ""))))
-	a = split(c.OnBids(t0, "j", acceptAll(a.bids[0], 1)))
+	a = split(c.OnBids(t0, a.bids[0], acceptAll(a.bids[0], 1)))
 	if len(a.assigns) != 2 || a.assigns[0].Peer == a.assigns[1].Peer {
 		t.Fatalf("assigns not spread: %+v", a.assigns)
 	}
@@ -178,7 +179,7 @@ func TestSpeculativeCopyFirstResultWins(t *testing.T) {
 	if len(a.bids) != 1 || slices.Contains(a.bids[0].Peers, slow.Peer) {
 		t.Fatalf("speculative round: %+v", a.bids)
 	}
-	a = split(c.OnBids(now, "j", acceptAll(a.bids[0], 1)))
+	a = split(c.OnBids(now, a.bids[0], acceptAll(a.bids[0], 1)))
 	if len(a.assigns) != 1 || !a.assigns[0].Speculative || a.assigns[0].TaskID != slow.TaskID || a.assigns[0].Attempt != 2 {
 		t.Fatalf("speculative assign: %+v", a.assigns)
 	}
@@ -238,12 +239,12 @@ func TestSpeculativeOriginalWinsCancelsCopy(t *testing.T) {
 	table := []Entry{entry(t, 0), entry(t, 1)}
 	c.Tick(t0, table)
 	a := split(must(c.Submit(t0, noopJob(t, "j", 1, ""))))
-	a = split(c.OnBids(t0, "j", acceptAll(a.bids[0], 1)))
+	a = split(c.OnBids(t0, a.bids[0], acceptAll(a.bids[0], 1)))
 	orig := a.assigns[0]
 	c.OnProgress(t0, orig.TaskID, 1, orig.Peer, pb.TaskState_TASK_STATE_RUNNING, 0)
 	now := t0.Add(2 * time.Second)
 	a = split(c.Tick(now, table))
-	a = split(c.OnBids(now, "j", acceptAll(a.bids[0], 1)))
+	a = split(c.OnBids(now, a.bids[0], acceptAll(a.bids[0], 1)))
 	spec := a.assigns[0]
 	a = split(c.OnResult(now, orig.TaskID, 1, orig.Peer, success(orig)))
 	a = split(c.OnFetched(now, orig.TaskID, 1, true, ""))
@@ -260,7 +261,7 @@ func TestFetchFailureRetriesAndExcludes(t *testing.T) {
 	table := []Entry{entry(t, 0), entry(t, 1)}
 	c.Tick(t0, table)
 	a := split(must(c.Submit(t0, noopJob(t, "j", 1, ""))))
-	a = split(c.OnBids(t0, "j", acceptAll(a.bids[0], 1)))
+	a = split(c.OnBids(t0, a.bids[0], acceptAll(a.bids[0], 1)))
 	first := a.assigns[0]
 	a = split(c.OnResult(t0, first.TaskID, 1, first.Peer, success(first)))
 	a = split(c.OnFetched(t0, first.TaskID, 1, false, "block hash mismatch"))
@@ -278,7 +279,7 @@ func TestCancel(t *testing.T) {
 	table := []Entry{entry(t, 0), entry(t, 1)}
 	c.Tick(t0, table)
 	a := split(must(c.Submit(t0, noopJob(t, "j", 3, ""))))
-	a = split(c.OnBids(t0, "j", acceptAll(a.bids[0], 2)))
+	a = split(c.OnBids(t0, a.bids[0], acceptAll(a.bids[0], 2)))
 	if len(a.assigns) != 3 {
 		t.Fatalf("%d assigns", len(a.assigns))
 	}
@@ -316,7 +317,7 @@ func TestJobTimeout(t *testing.T) {
 	table := []Entry{entry(t, 0)}
 	c.Tick(t0, table)
 	a := split(must(c.Submit(t0, noopJob(t, "j", 1, `, "timeout": "1m"`))))
-	a = split(c.OnBids(t0, "j", acceptAll(a.bids[0], 1)))
+	a = split(c.OnBids(t0, a.bids[0], acceptAll(a.bids[0], 1)))
 	as := a.assigns[0]
 	for s := 5; s < 60; s += 5 {
 		c.OnProgress(t0.Add(time.Duration(s)*time.Second), as.TaskID, 1, as.Peer, pb.TaskState_TASK_STATE_HEARTBEAT, 0)
@@ -353,7 +354,7 @@ func TestBidRoundTimeoutAndDeclines(t *testing.T) {
 		a.bids[0].Peers[0]: {Accept: false, Reason: string(ReasonFull)},
 		a.bids[0].Peers[1]: {Accept: false, Reason: "<script>nonsense"},
 	}
-	c.OnBids(now, "j", bids)
+	c.OnBids(now, a.bids[0], bids)
 	j := mustJob(t, c, "j")
 	if j.Status != api.JobPending || !slices.Equal(j.Reasons, []string{"1 peer declined", "1 peer is full"}) {
 		t.Fatalf("reasons = %q", j.Reasons)
@@ -365,7 +366,7 @@ func TestExportRestoreMidJob(t *testing.T) {
 	table := []Entry{entry(t, 0), entry(t, 1), entry(t, 2)}
 	c.Tick(t0, table)
 	a := split(must(c.Submit(t0, noopJob(t, "j", 3, ""))))
-	a = split(c.OnBids(t0, "j", acceptAll(a.bids[0], 1)))
+	a = split(c.OnBids(t0, a.bids[0], acceptAll(a.bids[0], 1)))
 	done, fetching, running := a.assigns[0], a.assigns[1], a.assigns[2]
 	// Both have started (a queued task could move to the peer that
 	// finishes first).
@@ -404,7 +405,7 @@ func TestExportRestoreMidJob(t *testing.T) {
 	if len(a2.bids) != 1 {
 		t.Fatalf("no round for the pending task: %+v", a2)
 	}
-	b := c2.OnBids(now, "j", acceptAll(a2.bids[0], 1))
+	b := c2.OnBids(now, a2.bids[0], acceptAll(a2.bids[0], 1))
 	if as := split(b).assigns; len(as) != 1 || as[0].Attempt != 2 || as[0].TaskID != running.TaskID {
 		t.Fatalf("reassign = %+v", as)
 	}
@@ -428,6 +429,37 @@ func TestExportRestoreMidJob(t *testing.T) {
 	}
 	if _, err := newCoord(nil).Restore(now, []byte(garbled)); err == nil || !strings.Contains(err.Error(), "provider") {
 		t.Errorf("Restore with a garbled provider: %v", err)
+	}
+	// Inconsistent snapshots are refused: a negative index (a restarted
+	// node indexed its task list with it), a negative timeout, a task not
+	// completed that carries a result (it would be placed again and its
+	// new result ignored).
+	edit := func(f func(m map[string]any)) []byte {
+		var m map[string]any
+		if err := json.Unmarshal(snap, &m); err != nil {
+			t.Fatal(err)
+		}
+		f(m)
+		b, err := json.Marshal(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	record := func(m map[string]any) map[string]any { return m["record"].(map[string]any) }
+	states := func(m map[string]any) []any { return m["tasks"].([]any) }
+	for name, bad := range map[string][]byte{
+		"negative index":           edit(func(m map[string]any) { record(m)["tasks"].([]any)[2].(map[string]any)["index"] = -1 }),
+		"negative task timeout":    edit(func(m map[string]any) { record(m)["taskTimeout"] = -1 }),
+		"pending with a result":    edit(func(m map[string]any) { states(m)[2].(map[string]any)["done"] = states(m)[0].(map[string]any)["done"] }),
+		"completed without result": edit(func(m map[string]any) { delete(states(m)[0].(map[string]any), "done") }),
+	} {
+		if _, err := newCoord(nil).Restore(now, bad); err == nil {
+			t.Errorf("Restore with %s accepted", name)
+		}
+	}
+	if _, err := newCoord(nil).Restore(now, edit(func(map[string]any) {})); err != nil {
+		t.Fatalf("the unedited snapshot, re-encoded: %v", err)
 	}
 }
 
@@ -458,7 +490,7 @@ func TestLeaseRefillsWithoutBidRound(t *testing.T) {
 	c := newCoord(nil)
 	c.Tick(t0, []Entry{entry(t, 0)})
 	a := split(must(c.Submit(t0, noopJob(t, "j", 6, ""))))
-	a = split(c.OnBids(t0, "j", acceptAll(a.bids[0], 2)))
+	a = split(c.OnBids(t0, a.bids[0], acceptAll(a.bids[0], 2)))
 	if len(a.assigns) != 2 {
 		t.Fatalf("assigned %d, want the 2 offered slots", len(a.assigns))
 	}
@@ -484,7 +516,7 @@ func TestLeaseRefillsWithoutBidRound(t *testing.T) {
 	c2 := newCoord(nil)
 	c2.Tick(t0, []Entry{entry(t, 0)})
 	a = split(must(c2.Submit(t0, noopJob(t, "k", 4, ""))))
-	a = split(c2.OnBids(t0, "k", acceptAll(a.bids[0], 2)))
+	a = split(c2.OnBids(t0, a.bids[0], acceptAll(a.bids[0], 2)))
 	x, y := a.assigns[0], a.assigns[1]
 	c2.OnAttemptFailed(t0, x.TaskID, x.Attempt, x.Peer, "boom")
 	if r := split(c2.OnResult(t0, y.TaskID, y.Attempt, y.Peer, success(y))); len(r.assigns) != 0 {
@@ -501,7 +533,7 @@ func TestIdlePeerStealsQueuedTask(t *testing.T) {
 		c := newCoord(nil)
 		c.Tick(t0, []Entry{entry(t, 0), entry(t, 1)})
 		a := split(must(c.Submit(t0, noopJob(t, "j", 4, ""))))
-		a = split(c.OnBids(t0, "j", acceptAll(a.bids[0], 2)))
+		a = split(c.OnBids(t0, a.bids[0], acceptAll(a.bids[0], 2)))
 		if len(a.assigns) != 4 {
 			t.Fatalf("assigned %d, want 4", len(a.assigns))
 		}
@@ -584,5 +616,28 @@ func TestJobOfTask(t *testing.T) {
 	}
 	if got := JobOfTask("nodash"); got != "" {
 		t.Fatalf("JobOfTask without a dash = %q", got)
+	}
+}
+
+// TestLateBidsDoNotCloseANewRound: answers to a round that timed out are
+// dropped; the round open when they arrive still takes its own answers.
+func TestLateBidsDoNotCloseANewRound(t *testing.T) {
+	c := newCoord(nil)
+	table := []Entry{entry(t, 0), entry(t, 1)}
+	c.Tick(t0, table)
+	a := split(must(c.Submit(t0, noopJob(t, "j", 1, ""))))
+	old := a.bids[0]
+	// The round times out, and after RebidInterval a new one opens.
+	c.Tick(t0.Add(2*time.Second), table)
+	a = split(c.Tick(t0.Add(3*time.Second), table))
+	if len(a.bids) != 1 || a.bids[0].Round == old.Round {
+		t.Fatalf("no second round: %+v", a.bids)
+	}
+	now := t0.Add(3 * time.Second)
+	if late := split(c.OnBids(now, old, acceptAll(old, 1))); len(late.assigns) != 0 {
+		t.Fatalf("the timed-out round's answers placed tasks: %+v", late.assigns)
+	}
+	if cur := split(c.OnBids(now, a.bids[0], acceptAll(a.bids[0], 1))); len(cur.assigns) != 1 {
+		t.Fatalf("the open round's own answers: %+v", cur)
 	}
 }

@@ -114,7 +114,7 @@ func FuzzCoordinator(f *testing.F) {
 							m[p] = &pb.Bid{Accept: (j+arg)%4 != 3, Slots: int32(1 + arg%3), Reason: "full"}
 						}
 					}
-					handle(c.OnBids(now, r.JobID, m))
+					handle(c.OnBids(now, r, m))
 				}
 			case 2, 3, 4, 5, 6, 7, 13: // an assignment's provider acts
 				if len(assigns) == 0 {
@@ -241,7 +241,7 @@ func FuzzRestore(f *testing.F) {
 	table := []Entry{entry(f, 0), entry(f, 1)}
 	c.Tick(t0, table)
 	as, _ := c.Submit(t0, noopJob(f, "j", 2, ""))
-	a := split(c.OnBids(t0, "j", acceptAll(split(as).bids[0], 1)))
+	a := split(c.OnBids(t0, split(as).bids[0], acceptAll(split(as).bids[0], 1)))
 	c.OnResult(t0, a.assigns[0].TaskID, 1, a.assigns[0].Peer, success(a.assigns[0]))
 	snap, _ := c.Export("j")
 	f.Add(snap)

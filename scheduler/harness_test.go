@@ -172,7 +172,7 @@ func (s *sim) apply(as []Action) {
 		var more []Action
 		switch a := a.(type) {
 		case RequestBids:
-			more = s.c.OnBids(s.now, a.JobID, acceptAll(a, 1000))
+			more = s.c.OnBids(s.now, a, acceptAll(a, 1000))
 		case Assign:
 			more = append(more, s.c.OnAssignReply(s.now, a.TaskID, a.Attempt, a.Peer, true, "")...)
 			more = append(more, s.c.OnProgress(s.now, a.TaskID, a.Attempt, a.Peer, pb.TaskState_TASK_STATE_RUNNING, 0.5)...)

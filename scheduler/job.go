@@ -212,6 +212,7 @@ func rootString(b []byte) string {
 }
 
 type bidRound struct {
+	id       uint64 // Coordinator.round when it opened
 	deadline time.Time
 	peers    []peer.ID
 	scores   map[peer.ID]float64

@@ -22,8 +22,21 @@ var (
 // (time comes in as arguments). Not safe for concurrent use.
 type Queue struct {
 	cap      int
-	items    []*pb.Assignment
+	items    []queued
 	reserved map[resKey][]time.Time // expiry of each slot reserved for a submitter's job
+}
+
+// queued is an assignment and the submitter it came from. A task is the
+// owner's job, task and attempt together: another peer that reuses the
+// same IDs (they are not secret) has a task of its own, which can neither
+// block the owner's as a duplicate nor join its batches.
+type queued struct {
+	owner peer.ID
+	a     *pb.Assignment
+}
+
+func (it queued) is(owner peer.ID, jobID, taskID string, attempt int32) bool {
+	return it.owner == owner && it.a.JobId == jobID && it.a.TaskId == taskID && it.a.Attempt == attempt
 }
 
 // resKey names whose reservations they are: the submitter that asked for
@@ -44,7 +57,8 @@ func NewQueue(capacity int) *Queue {
 // Len returns the number of queued tasks.
 func (q *Queue) Len() int { return len(q.items) }
 
-// Reserved returns the number of live reservations.
+// Reserved returns the number of reservations held: call Expire first
+// for the live ones.
 func (q *Queue) Reserved() int {
 	n := 0
 	for _, rs := range q.reserved {
@@ -75,7 +89,7 @@ func (q *Queue) Push(owner peer.ID, a *pb.Assignment) error {
 		return ErrNoAssignment
 	}
 	for _, it := range q.items {
-		if it.JobId == a.JobId && it.TaskId == a.TaskId && it.Attempt == a.Attempt {
+		if it.is(owner, a.JobId, a.TaskId, a.Attempt) {
 			return ErrDuplicate
 		}
 	}
@@ -88,43 +102,44 @@ func (q *Queue) Push(owner peer.ID, a *pb.Assignment) error {
 	} else if q.Free() <= 0 {
 		return ErrQueueFull
 	}
-	q.items = append(q.items, a)
+	q.items = append(q.items, queued{owner, a})
 	return nil
 }
 
-// Pop removes and returns the oldest assignment.
-func (q *Queue) Pop() (*pb.Assignment, bool) {
+// Pop removes and returns the oldest assignment and its owner.
+func (q *Queue) Pop() (peer.ID, *pb.Assignment, bool) {
 	if len(q.items) == 0 {
-		return nil, false
+		return "", nil, false
 	}
-	a := q.items[0]
-	q.items[0] = nil
+	it := q.items[0]
+	q.items[0] = queued{}
 	q.items = q.items[1:]
-	return a, true
+	return it.owner, it.a, true
 }
 
-// PopJob removes and returns up to max more queued assignments of jobID
-// with the given template, oldest first (to run them as one batch).
-func (q *Queue) PopJob(jobID, templateID string, max int) []*pb.Assignment {
+// PopJob removes and returns up to max more queued assignments of owner's
+// job jobID with the given template, oldest first (to run them as one
+// batch).
+func (q *Queue) PopJob(owner peer.ID, jobID, templateID string, max int) []*pb.Assignment {
 	var out []*pb.Assignment
 	kept := q.items[:0]
-	for _, a := range q.items {
-		if len(out) < max && a.JobId == jobID && a.TemplateId == templateID {
-			out = append(out, a)
+	for _, it := range q.items {
+		if len(out) < max && it.owner == owner && it.a.JobId == jobID && it.a.TemplateId == templateID {
+			out = append(out, it.a)
 			continue
 		}
-		kept = append(kept, a)
+		kept = append(kept, it)
 	}
 	clear(q.items[len(kept):])
 	q.items = kept
 	return out
 }
 
-// RemoveAssignment drops one queued attempt and reports whether it was
-// queued.
-func (q *Queue) RemoveAssignment(jobID, taskID string, attempt int32) bool {
-	for i, a := range q.items {
-		if a.JobId == jobID && a.TaskId == taskID && a.Attempt == attempt {
+// RemoveAssignment drops one of owner's queued attempts and reports
+// whether it was queued.
+func (q *Queue) RemoveAssignment(owner peer.ID, jobID, taskID string, attempt int32) bool {
+	for i, it := range q.items {
+		if it.is(owner, jobID, taskID, attempt) {
 			q.items = append(q.items[:i], q.items[i+1:]...)
 			return true
 		}
@@ -132,18 +147,17 @@ func (q *Queue) RemoveAssignment(jobID, taskID string, attempt int32) bool {
 	return false
 }
 
-// Remove drops the queued tasks of jobID (taskID "" = all of them),
-// returning how many it dropped. Reservations stay: Release drops them,
-// for the submitter that holds them.
-func (q *Queue) Remove(jobID, taskID string) int {
+// Remove drops owner's queued tasks of jobID (taskID "" = all of them),
+// returning how many it dropped. Reservations stay: Release drops them.
+func (q *Queue) Remove(owner peer.ID, jobID, taskID string) int {
 	kept := q.items[:0]
 	n := 0
-	for _, a := range q.items {
-		if a.JobId == jobID && (taskID == "" || a.TaskId == taskID) {
+	for _, it := range q.items {
+		if it.owner == owner && it.a.JobId == jobID && (taskID == "" || it.a.TaskId == taskID) {
 			n++
 			continue
 		}
-		kept = append(kept, a)
+		kept = append(kept, it)
 	}
 	clear(q.items[len(kept):])
 	q.items = kept

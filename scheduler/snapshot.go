@@ -209,6 +209,14 @@ func (c *Coordinator) Restore(now time.Time, data []byte) ([]Action, error) {
 	if rec.ID == "" || len(rec.Tasks) == 0 || len(rec.Tasks) != len(s.Tasks) || len(rec.Executors) == 0 || rec.MaxAttempts <= 0 {
 		return nil, fmt.Errorf("restore %q: %w: %d tasks, %d task states", rec.ID, ErrInvalidJob, len(rec.Tasks), len(s.Tasks))
 	}
+	if rec.Timeout < 0 || rec.TaskTimeout < 0 {
+		return nil, fmt.Errorf("restore %q: %w: negative timeout", rec.ID, ErrInvalidJob)
+	}
+	for i, ts := range rec.Tasks {
+		if ts.Index != i {
+			return nil, fmt.Errorf("restore %q: %w: task %d has index %d", rec.ID, ErrInvalidJob, i, ts.Index)
+		}
+	}
 	if _, ok := c.jobs[rec.ID]; ok {
 		return nil, fmt.Errorf("restore: %w: %s", ErrDuplicateJob, rec.ID)
 	}
@@ -230,6 +238,10 @@ func (c *Coordinator) Restore(now time.Time, data []byte) ([]Action, error) {
 		}
 		if ts.Status == api.TaskCompleted && (ts.Done == nil || len(ts.Done.Root) == 0) {
 			return nil, fmt.Errorf("restore %q: task %d completed without a result", rec.ID, i)
+		}
+		if ts.Status != api.TaskCompleted && ts.Done != nil {
+			// It would be placed again and its new result ignored: lost.
+			return nil, fmt.Errorf("restore %q: task %d %s with a result", rec.ID, i, ts.Status)
 		}
 		if ts.Status == api.TaskFailed && ts.Failures < rec.MaxAttempts {
 			return nil, fmt.Errorf("restore %q: task %d failed after %d of %d attempts", rec.ID, i, ts.Failures, rec.MaxAttempts)
