@@ -63,6 +63,7 @@ func (s *Store) Assemble(ctx context.Context, entries []Entry, m *Manifest, ttl 
 		links = append(links, l)
 	}
 	batch := newBatchDAG(ctx, s.dag)
+	defer batch.Wait()
 	mf, err := importFile(batch, bytes.NewReader(manifest))
 	if err != nil {
 		return cid.Undef, fmt.Errorf("assemble: manifest: %w", err)

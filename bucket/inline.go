@@ -21,6 +21,10 @@ import (
 // with ErrTooLarge once the blocks exceed maxBytes and with ErrMissingBlock
 // when a block is not held here.
 func (s *Store) ExportCAR(ctx context.Context, root cid.Cid, maxBytes int64) ([]byte, error) {
+	if !s.enter() {
+		return nil, ErrClosed
+	}
+	defer s.leave()
 	if err := checkPrefix(root); err != nil {
 		return nil, err
 	}

@@ -85,6 +85,7 @@ func (s *Store) FetchURL(ctx context.Context, rawURL string, maxBytes int64, tim
 	defer unlock()
 	lr := &limitedReader{r: resp.Body, left: maxBytes}
 	batch := newBatchDAG(ctx, s.dag)
+	defer batch.Wait()
 	fnode, err := importFile(batch, lr)
 	if err != nil {
 		if lr.over {

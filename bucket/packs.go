@@ -246,8 +246,10 @@ func hashFromIndexKey(key []byte) (mh.Multihash, error) {
 
 // appendSections appends buf (whole CAR sections) to the current pack and
 // registers entries, whose offsets are relative to buf. A block already held
-// is not registered again (its copy in buf stays unindexed: a re-fetch of a
-// DAG held already costs pack space until GC removes the pack). The data is
+// is not registered again; its copy in buf stays unindexed, pack space GC
+// reclaims, unless every block in buf is held: then nothing is written (a
+// re-fetch of a DAG held already, as each assignment of a task's input
+// fetches it, costs no space). The data is
 // readable at once and durable after the next sync. Writeback of the new bytes is
 // started right away so that sync finds little left to do.
 func (p *packStore) appendSections(buf []byte, entries []packEntry) error {
@@ -263,6 +265,9 @@ func (p *packStore) appendSections(buf []byte, entries []packEntry) error {
 			continue
 		}
 		keep = append(keep, e)
+	}
+	if len(keep) == 0 {
+		return nil // all held already: writing them again would only waste the pack
 	}
 	cur, base, err := p.writeCur(buf)
 	if err != nil {
@@ -514,6 +519,15 @@ func (p *packStore) sync() (int, error) {
 		}
 		pf.synced = sizes[i]
 	}
+	// The directory before anything can return early: newPacks is
+	// cleared, and a pack whose entry was never fsynced could vanish in a
+	// crash after the next sync made its index entries durable.
+	if newPacks {
+		if err := p.syncDir(); err != nil {
+			p.syncErr = err
+			return 0, err
+		}
+	}
 	for _, pf := range retired {
 		if pf.synced != pf.size {
 			continue
@@ -525,12 +539,6 @@ func (p *packStore) sync() (int, error) {
 		w.release(pf.size)
 		if err := w.Close(); err != nil {
 			return 0, fmt.Errorf("close pack %s: %w", packName(pf.id), err)
-		}
-	}
-	if newPacks {
-		if err := p.syncDir(); err != nil {
-			p.syncErr = err
-			return 0, err
 		}
 	}
 	if len(snap) == 0 {
@@ -625,6 +633,23 @@ func (p *packStore) reclaim() (int64, error) {
 	return freed, nil
 }
 
+// reclaimable reports whether reclaim would remove a pack: one with no
+// live bytes that was still current, or not yet synced, when the GC that
+// emptied it ran, and that no later GC would otherwise look at.
+func (p *packStore) reclaimable() bool {
+	p.wmu.Lock()
+	cur := p.cur
+	p.wmu.Unlock()
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	for _, pf := range p.packs {
+		if pf != cur && pf.w == nil && pf.live <= 0 {
+			return true
+		}
+	}
+	return false
+}
+
 // sparse lists the packs (not current, closed for writing, no pending
 // entries) of which less than half the bytes are live: compact copies their
 // live blocks to the current pack so that reclaim can remove them.
@@ -665,7 +690,15 @@ func (p *packStore) compact(ids map[uint32]bool) (int64, error) {
 		if err != nil {
 			return nil // bad key: left where it is
 		}
-		moves = append(moves, move{h, l})
+		// Pending means moved already, by a compaction that failed part
+		// way before the sync that would have made it durable: moving it
+		// again would take its bytes off this pack's live count twice.
+		p.mu.RLock()
+		_, moved := p.pending[string(h)]
+		p.mu.RUnlock()
+		if !moved {
+			moves = append(moves, move{h, l})
+		}
 		return nil
 	})
 	if err != nil {
@@ -732,6 +765,12 @@ func (p *packStore) registerLocked(cur *packFile, base int64, entries []packEntr
 	for _, e := range entries {
 		l := e.loc
 		l.pack, l.off = cur.id, base+l.off
+		if prev, ok := p.pending[string(e.hash)]; ok {
+			// Shadowed: its bytes are no longer live where they were.
+			if pf := p.packs[prev.pack]; pf != nil {
+				pf.live -= int64(prev.n)
+			}
+		}
 		p.pending[string(e.hash)] = l
 		cur.live += int64(l.n)
 		p.filter.add(e.hash)
@@ -812,6 +851,8 @@ func (p *packStore) close() error {
 }
 
 func (p *packStore) closeFiles() {
+	p.wmu.Lock() // p.cur is guarded by wmu
+	defer p.wmu.Unlock()
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for _, pf := range p.packs {

@@ -472,16 +472,7 @@ func TestGCCompactsSparsePacks(t *testing.T) {
 	dir := t.TempDir()
 	ctx := context.Background()
 	s := openAt(t, dir)
-	keep, _, err := s.ImportFiles(ctx, map[string][]byte{"k": pseudoRandom(81, 1<<20)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	drop, _, err := s.ImportFiles(ctx, map[string][]byte{"d": pseudoRandom(82, 3<<20)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Both DAGs are in one pack; retire it so that it can be compacted.
-	retirePack(t, s)
+	keep, drop := keepAndDrop(t, s)
 	before := packFiles(t, dir)
 	if len(before) != 1 {
 		t.Fatalf("packs %v, want one", before)
@@ -633,4 +624,21 @@ func TestPackReserve(t *testing.T) {
 	if err != nil || !bytes.Equal(got, data) {
 		t.Fatalf("data after reopen: %v", err)
 	}
+}
+
+// keepAndDrop imports a 1 MiB DAG and a 3 MiB one into one pack and
+// retires the pack, so that once drop is unpinned GC finds it sparse.
+func keepAndDrop(t testing.TB, s *Store) (keep, drop cid.Cid) {
+	t.Helper()
+	ctx := context.Background()
+	keep, _, err := s.ImportFiles(ctx, map[string][]byte{"k": pseudoRandom(81, 1<<20)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	drop, _, err = s.ImportFiles(ctx, map[string][]byte{"d": pseudoRandom(82, 3<<20)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	retirePack(t, s)
+	return keep, drop
 }

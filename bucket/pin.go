@@ -84,8 +84,12 @@ func (s *Store) putPin(ctx context.Context, root cid.Cid, ttl time.Duration, nam
 	var err error
 	if s.pinned.mayHave(fkey) {
 		old, err = s.ds.Get(ctx, key)
+		if err != nil && !errors.Is(err, ds.ErrNotFound) {
+			// Ignoring it could turn a permanent pin into one that expires.
+			return fmt.Errorf("pin %s: read the current pin: %w", root, err)
+		}
 	}
-	if err == nil && old != nil {
+	if old != nil {
 		var prev pinRecord
 		if json.Unmarshal(old, &prev) == nil {
 			rec.Created = prev.Created
@@ -167,6 +171,10 @@ func (s *Store) flush(root cid.Cid) error {
 // Unpin removes the pin on root; its blocks go at the next GC unless
 // another pin reaches them.
 func (s *Store) Unpin(ctx context.Context, root cid.Cid) error {
+	if !s.enter() {
+		return ErrClosed
+	}
+	defer s.leave()
 	s.pinMu.Lock()
 	err := s.ds.Delete(ctx, pinKey(root))
 	if err == nil {
@@ -181,6 +189,10 @@ func (s *Store) Unpin(ctx context.Context, root cid.Cid) error {
 
 // Pins lists the pin records, expired ones included until GC removes them.
 func (s *Store) Pins(ctx context.Context) ([]PinInfo, error) {
+	if !s.enter() {
+		return nil, ErrClosed
+	}
+	defer s.leave()
 	res, err := s.ds.Query(ctx, query.Query{Prefix: pinPrefix})
 	if err != nil {
 		return nil, fmt.Errorf("list pins: %w", err)
@@ -231,6 +243,9 @@ func (s *Store) GC(ctx context.Context) (GCStats, error) {
 	}
 	s.gcMu.Lock()
 	defer s.gcMu.Unlock()
+	if s.ctx.Err() != nil { // Close may have held the lock meanwhile
+		return st, ErrClosed
+	}
 	pins, err := s.Pins(ctx)
 	if err != nil {
 		return st, err
@@ -299,7 +314,7 @@ func (s *Store) reclaimPacks(st *GCStats) error {
 		}
 		st.PacksCompacted = len(sparse)
 	}
-	if st.BlocksRemoved == 0 && st.PacksCompacted == 0 {
+	if st.BlocksRemoved == 0 && st.PacksCompacted == 0 && !s.packs.reclaimable() {
 		return nil
 	}
 	if err := s.syncPacks(); err != nil {
@@ -331,6 +346,15 @@ func (s *Store) mark(ctx context.Context, root cid.Cid, live map[string]struct{}
 		blk, err := s.bs.Get(ctx, c)
 		if err != nil {
 			if isNotFound(err) {
+				continue
+			}
+			if errors.Is(err, ErrCorruptBlock) {
+				// Kept, like an undecodable node below: what it links to
+				// cannot be reached, but one bad block must not stop all
+				// collection (it did until the pin expired: never, for a
+				// pin without TTL).
+				s.log.Warn("gc: corrupt block under a pin kept", "cid", c, "err", err)
+				live[string(c.Hash())] = struct{}{}
 				continue
 			}
 			return fmt.Errorf("gc: mark %s: %w", c, err)

@@ -250,7 +250,7 @@ func (s *Store) Close() error {
 		s.gcMu.Lock()
 		if s.cfg.deferSync {
 			// No WAL: what was not flushed would be lost.
-			err = errors.Join(err, s.Sync())
+			err = errors.Join(err, s.flush(cid.Undef))
 		}
 		// Blocks not yet synced are made durable and indexed (pebble's
 		// Close then flushes the index), then the packs are closed.
@@ -272,7 +272,13 @@ func (s *Store) BlockService() blockservice.BlockService { return s.local }
 func (s *Store) DAG() ipld.DAGService { return s.dag }
 
 // Has reports whether the block c is stored locally.
-func (s *Store) Has(ctx context.Context, c cid.Cid) (bool, error) { return s.bs.Has(ctx, c) }
+func (s *Store) Has(ctx context.Context, c cid.Cid) (bool, error) {
+	if !s.enter() {
+		return false, ErrClosed
+	}
+	defer s.leave()
+	return s.bs.Has(ctx, c)
+}
 
 // lockWrite takes the GC read lock for an operation that writes blocks; it
 // fails once the Store is closed.
@@ -287,6 +293,16 @@ func (s *Store) lockWrite() (func(), error) {
 	}
 	return s.gcMu.RUnlock, nil
 }
+
+// enter registers a call that reads or writes the datastore without the
+// write lock (a reader, Unpin, Sync, a stream handler); false once the
+// Store is closing: the caller returns ErrClosed. Close waits for the calls
+// in flight before it closes the datastore, so none reaches a closed pebble
+// (which panics).
+func (s *Store) enter() bool { return s.serveStart() }
+
+// leave ends a call that enter registered.
+func (s *Store) leave() { s.serveDone() }
 
 // serveStart registers a running stream handler; false once closing.
 func (s *Store) serveStart() bool {

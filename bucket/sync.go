@@ -13,4 +13,10 @@ func WithDeferredSync() Option { return func(c *config) { c.deferSync = true } }
 
 // Sync makes every write so far durable (one memtable flush, shared with
 // concurrent callers). Safe for concurrent use.
-func (s *Store) Sync() error { return s.flush(cid.Undef) }
+func (s *Store) Sync() error {
+	if !s.enter() {
+		return ErrClosed
+	}
+	defer s.leave()
+	return s.flush(cid.Undef)
+}

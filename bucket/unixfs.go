@@ -103,6 +103,7 @@ func (s *Store) ImportDirPinned(ctx context.Context, dir string, ttl time.Durati
 	}
 	defer root.Close()
 	batch := newBatchDAG(ctx, s.dag)
+	defer batch.Wait()
 	imp := dirImporter{ctx: ctx, root: root, add: batch, maxEntries: s.cfg.maxDirEntries}
 	nd, size, err := imp.dir(".", 0)
 	if err != nil {
@@ -232,6 +233,7 @@ func (s *Store) ImportFiles(ctx context.Context, files map[string][]byte) (cid.C
 	}
 	defer unlock()
 	batch := newBatchDAG(ctx, s.dag)
+	defer batch.Wait()
 	var build func(t *tree) (ipld.Node, int64, error)
 	build = func(t *tree) (ipld.Node, int64, error) {
 		if len(t.files)+len(t.dirs) > s.cfg.maxDirEntries {
@@ -329,6 +331,10 @@ func fileSize(nd ipld.Node) int64 {
 
 // ListDir lists the entries of the local UnixFS directory root.
 func (s *Store) ListDir(ctx context.Context, root cid.Cid) ([]DirEntry, error) {
+	if !s.enter() {
+		return nil, ErrClosed
+	}
+	defer s.leave()
 	nd, err := s.getNode(ctx, root)
 	if err != nil {
 		return nil, fmt.Errorf("list %s: %w", root, err)
@@ -367,6 +373,10 @@ func (s *Store) ListDir(ctx context.Context, root cid.Cid) ([]DirEntry, error) {
 // overwritten, nothing is written outside dir, and at most the configured
 // export limit of bytes is written.
 func (s *Store) ExportDir(ctx context.Context, root cid.Cid, dir string) error {
+	if !s.enter() {
+		return ErrClosed
+	}
+	defer s.leave()
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("export %s: %w", root, err)
 	}
