@@ -24,6 +24,9 @@ import (
 
 // AdStats counts what happened to received ads, by outcome. Safe for
 // concurrent use.
+// errTableFull: an ad of a new peer found the table at scheduler.MaxEntries.
+var errTableFull = errors.New("capacity table full")
+
 type AdStats struct {
 	Accepted atomic.Int64
 	Stale    atomic.Int64 // replayed or out-of-order seq: ignored
@@ -33,6 +36,9 @@ type AdStats struct {
 
 func (s *AdStats) reject(err error) {
 	reason := "other"
+	if errors.Is(err, errTableFull) {
+		reason = errTableFull.Error()
+	}
 	for _, r := range protocol.AdReasons {
 		if errors.Is(err, r) {
 			reason = r.Error()
@@ -229,6 +235,8 @@ func (n *Node) storeAd(v *protocol.VerifiedAd, via string) scheduler.UpsertResul
 	switch r {
 	case scheduler.Stale:
 		n.adStats.Stale.Add(1)
+	case scheduler.Full:
+		n.adStats.reject(errTableFull)
 	case scheduler.Added:
 		n.adStats.Accepted.Add(1)
 		n.log.Debug("peer joined capacity table", "peer", v.Peer, "via", via)

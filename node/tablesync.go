@@ -85,12 +85,25 @@ const pullBackEvery = time.Second
 // is unverified: a peer can claim a seq it does not have, and the rate
 // limit bounds what that costs (one pull from it per pullBackEvery,
 // verified like any other).
+//
+// A pull-back never waits for a sync slot: with none free it is dropped
+// (the requester's ad spreads by anti-entropy anyway). Queued, pull-backs
+// that fresh identities trigger at no cost to themselves, and then never
+// answer, piled up without bound ahead of every other sync.
 func (n *Node) pullBack(p peer.ID) {
 	if n.ctx.Err() != nil || !n.tsync.claimPullBack(p, time.Now()) {
 		return
 	}
+	select {
+	case n.syncSem <- struct{}{}:
+	default:
+		return
+	}
 	n.goRun("table-pull-back", func(ctx context.Context) {
-		if err := n.syncFrom(ctx, p); err != nil {
+		defer func() { <-n.syncSem }()
+		r, err := n.pullHolding(ctx, p)
+		n.tsync.record(p, r, err, time.Now())
+		if err != nil {
 			n.log.Debug("table pull-back", "peer", p, "err", err)
 		}
 	})
@@ -112,13 +125,21 @@ type pullResult struct {
 
 // pull fetches the ads p holds that are newer than this node's, verifies
 // them and stores them.
+// The wait for a sync slot counts against the sync's own deadline.
 func (n *Node) pull(ctx context.Context, p peer.ID) (pullResult, error) {
+	ctx, cancel := context.WithTimeout(ctx, syncTimeout)
+	defer cancel()
 	select {
 	case n.syncSem <- struct{}{}:
 		defer func() { <-n.syncSem }()
 	case <-ctx.Done():
-		return pullResult{}, ctx.Err()
+		return pullResult{}, fmt.Errorf("table sync with %s: no sync slot: %w", p, ctx.Err())
 	}
+	return n.pullHolding(ctx, p)
+}
+
+// pullHolding is pull for a caller that holds a sync slot.
+func (n *Node) pullHolding(ctx context.Context, p peer.ID) (pullResult, error) {
 	ctx, cancel := context.WithTimeout(ctx, syncTimeout)
 	defer cancel()
 	s, err := n.host.NewStream(network.WithAllowLimitedConn(ctx, "table-sync"), p, protocol.TableProtocol)
@@ -191,6 +212,7 @@ const (
 	antiEntropyEarly    = 500 * time.Millisecond
 	antiEntropyEarlyFor = 10 * time.Second
 	antiEntropyNews     = 150 * time.Millisecond
+	followLimit         = 4
 )
 
 // antiEntropyLoop pulls one connected peer's table each round: the peer
@@ -205,8 +227,13 @@ func (n *Node) antiEntropyLoop(ctx context.Context) {
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	last := time.Now()
+	rounds := 0
 	for {
 		p, news := n.tsync.lead()
+		// Every followLimit-th round goes to a random peer even while one
+		// brings news: a peer that always has news (made-up identities
+		// cost nothing) must not keep this node's anti-entropy to itself.
+		explore := rounds%followLimit == followLimit-1
 		d := n.cfg.AdInterval
 		if until := n.tsync.fastUntil(); until.IsZero() || time.Now().Before(until) {
 			d = antiEntropyEarly
@@ -226,7 +253,8 @@ func (n *Node) antiEntropyLoop(ctx context.Context) {
 			}
 		}
 		last = time.Now()
-		if !news || n.host.Network().Connectedness(p) != network.Connected {
+		rounds++
+		if !news || explore || n.host.Network().Connectedness(p) != network.Connected {
 			peers := n.ps.ListPeers(protocol.CapacityTopic(n.cfg.Pool))
 			if len(peers) == 0 {
 				continue

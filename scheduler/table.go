@@ -12,6 +12,7 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/peer"
 
+	"github.com/swarmgen/swarmgen/protocol"
 	"github.com/swarmgen/swarmgen/protocol/pb"
 )
 
@@ -35,11 +36,21 @@ const (
 	// Stale: the ad's seq is not newer than the one held (a replay or an
 	// old copy arriving late); the table is unchanged.
 	Stale
+	// Full: the ad is of a peer the table does not hold, and it holds
+	// MaxEntries peers already; the table is unchanged.
+	Full
 )
 
 func (r UpsertResult) String() string {
-	return [...]string{"added", "updated", "stale"}[r]
+	return [...]string{"added", "updated", "stale", "full"}[r]
 }
+
+// MaxEntries bounds the peers a Table holds: one less than a table-sync
+// request may list, so that a node's digest (its table and itself) is
+// always a request its peers accept. New identities cost an attacker
+// nothing; without a bound, ads of made-up peers could grow the table, and
+// the node's digest past what any peer answers, for as long as they came.
+const MaxEntries = protocol.MaxTableEntries - 1
 
 // Table is the capacity table: the newest valid ad of every peer in the
 // pool, each kept until its TTL runs out. Callers validate ads (protocol.
@@ -48,25 +59,39 @@ type Table struct {
 	mu      sync.RWMutex
 	entries map[peer.ID]*Entry
 	// seen remembers the highest seq per peer even after its entry expired,
-	// so that a replayed old ad cannot resurrect a departed peer.
-	seen map[peer.ID]uint64
+	// so that a replayed old ad cannot resurrect a departed peer, for as
+	// long as such a replay could pass the checks of time: a peer signs its
+	// ads in seq order, so an older ad has a timestamp no later than the
+	// newest's and is expired by that timestamp + MaxAdTTL (+ the clock
+	// skew allowed). Then the record goes, so that a stream of one-off
+	// identities does not grow it for the life of the process.
+	seen map[peer.ID]seenSeq
+}
+
+type seenSeq struct {
+	seq   uint64
+	until time.Time // when no older ad of the peer can be valid any more
 }
 
 // NewTable returns an empty table.
 func NewTable() *Table {
-	return &Table{entries: map[peer.ID]*Entry{}, seen: map[peer.ID]uint64{}}
+	return &Table{entries: map[peer.ID]*Entry{}, seen: map[peer.ID]seenSeq{}}
 }
 
 // Upsert stores ad for pid if it is newer than what the table holds.
 func (t *Table) Upsert(pid peer.ID, ad *pb.CapacityAd, signed *pb.SignedAd, now time.Time) UpsertResult {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if last, ok := t.seen[pid]; ok && ad.Seq <= last {
+	if last, ok := t.seen[pid]; ok && ad.Seq <= last.seq {
 		return Stale
 	}
-	t.seen[pid] = ad.Seq
-	expires := time.UnixMilli(ad.TimestampMs).Add(time.Duration(ad.TtlMs) * time.Millisecond)
 	_, had := t.entries[pid]
+	if !had && len(t.entries) >= MaxEntries {
+		return Full
+	}
+	signedAt := time.UnixMilli(ad.TimestampMs)
+	t.seen[pid] = seenSeq{ad.Seq, signedAt.Add(protocol.MaxAdTTL + protocol.MaxClockSkew)}
+	expires := signedAt.Add(time.Duration(ad.TtlMs) * time.Millisecond)
 	t.entries[pid] = &Entry{Peer: pid, Ad: ad, Signed: signed, Received: now, Expires: expires}
 	if had {
 		return Updated
@@ -91,6 +116,11 @@ func (t *Table) Expire(now time.Time) []peer.ID {
 		if !e.Expires.After(now) {
 			delete(t.entries, pid)
 			gone = append(gone, pid)
+		}
+	}
+	for pid, s := range t.seen {
+		if _, live := t.entries[pid]; !live && !s.until.After(now) {
+			delete(t.seen, pid)
 		}
 	}
 	return gone
@@ -142,7 +172,7 @@ func (t *Table) Digest() []*pb.KnownSeq {
 func (t *Table) Seq(pid peer.ID) uint64 {
 	t.mu.RLock()
 	defer t.mu.RUnlock()
-	return t.seen[pid]
+	return t.seen[pid].seq
 }
 
 // Newer returns the signed ads this table holds that are newer than the
