@@ -23,7 +23,13 @@ func (n *Node) startAPI() error {
 	n.apiServer = &http.Server{
 		Handler:           n.apiHandler(),
 		ReadHeaderTimeout: 10 * time.Second,
-		MaxHeaderBytes:    64 << 10,
+		// A request body (≤ 1 MiB) that trickles in, or a kept-alive
+		// connection left idle, does not hold a connection for good. No
+		// WriteTimeout: job events stream for as long as a job runs (their
+		// writes have deadlines of their own).
+		ReadTimeout:    time.Minute,
+		IdleTimeout:    2 * time.Minute,
+		MaxHeaderBytes: 64 << 10,
 		ErrorLog:          slog.NewLogLogger(n.log.Handler(), slog.LevelDebug),
 	}
 	n.goRun("api", func(ctx context.Context) {

@@ -107,12 +107,14 @@ func (n *Node) handleSubmit(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// eventWriteTimeout bounds each write of a job's event stream.
+const eventWriteTimeout = 30 * time.Second
+
 // handleEvents streams a job's events as server-sent events: first the job
 // itself, then every change until the job ends or the client goes away.
 func (n *Node) handleEvents(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
-	fl, ok := w.(http.Flusher)
-	if !ok {
+	if _, ok := w.(http.Flusher); !ok {
 		writeError(w, http.StatusInternalServerError, "streaming unsupported", "")
 		return
 	}
@@ -125,13 +127,18 @@ func (n *Node) handleEvents(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.Header().Set("Cache-Control", "no-cache")
 	w.WriteHeader(http.StatusOK)
+	// Each write must be taken within eventWriteTimeout: a client that keeps
+	// the connection but stops reading would otherwise hold this handler,
+	// its goroutine and its subscription for good.
+	rc := http.NewResponseController(w)
+	deadline := func() { _ = rc.SetWriteDeadline(time.Now().Add(eventWriteTimeout)) }
 	send := func(e api.Event) bool {
 		b, _ := json.Marshal(e)
+		deadline()
 		if _, err := fmt.Fprintf(w, "event: %s\ndata: %s\n\n", e.Type, b); err != nil {
 			return false
 		}
-		fl.Flush()
-		return true
+		return rc.Flush() == nil
 	}
 	if !send(api.Event{Type: "job", JobID: id, Status: j.Status, Time: time.Now().UTC()}) || isTerminal(j.Status) {
 		return
@@ -145,10 +152,10 @@ func (n *Node) handleEvents(w http.ResponseWriter, r *http.Request) {
 		case <-n.ctx.Done():
 			return
 		case <-keepalive.C:
-			if _, err := fmt.Fprint(w, ": keepalive\n\n"); err != nil {
+			deadline()
+			if _, err := fmt.Fprint(w, ": keepalive\n\n"); err != nil || rc.Flush() != nil {
 				return
 			}
-			fl.Flush()
 		case e := <-ch:
 			if !send(e) {
 				return
