@@ -61,8 +61,11 @@ type Node struct {
 
 	adStats AdStats
 	syncSem chan struct{}
-	probe   Probe
-	execs   []string
+	// pullBacksWaiting counts pull-backs started and not yet holding a
+	// sync slot (see pullBack).
+	pullBacksWaiting atomic.Int32
+	probe            Probe
+	execs            []string
 
 	ctx    context.Context
 	cancel context.CancelFunc

@@ -108,9 +108,9 @@ func TestHostileSyncPeerCannotFloodTable(t *testing.T) {
 
 // TestPullBacksDoNotQueue: peers that each send a table request a second
 // claiming their own seq is MaxUint64, and never answer the pull-back it
-// triggers, do not queue pull-backs (they wait for no sync slot) nor
-// starve an honest sync. (Pull-backs waited for a slot with no deadline:
-// 49 queued after 12 s, and an honest pull timed out.)
+// triggers, queue no more than maxPullBacksWaiting pull-backs, nor starve
+// an honest sync. (Pull-backs waited for a slot with no deadline and no
+// bound: 49 queued after 12 s, and an honest pull timed out.)
 func TestPullBacksDoNotQueue(t *testing.T) {
 	nodes := slowAdNodes(t, 2)
 	a, b := nodes[0], nodes[1]
@@ -154,13 +154,13 @@ func TestPullBacksDoNotQueue(t *testing.T) {
 			}
 		}(h)
 	}
-	// Syncs waiting for a slot: in pull, not yet in pullHolding.
+	// Syncs waiting for a slot: in pullThen, not yet in pullHolding.
 	waiting := func() int {
 		buf := make([]byte, 8<<20)
 		st := string(buf[:runtime.Stack(buf, true)])
 		n := 0
 		for _, g := range strings.Split(st, "\n\n") {
-			if strings.Contains(g, "(*Node).pull(") && !strings.Contains(g, "(*Node).pullHolding(") {
+			if strings.Contains(g, "(*Node).pullThen(") && !strings.Contains(g, "(*Node).pullHolding(") {
 				n++
 			}
 		}
@@ -168,8 +168,9 @@ func TestPullBacksDoNotQueue(t *testing.T) {
 	}
 	for i := 0; i < 3; i++ {
 		time.Sleep(2 * time.Second)
-		// Anti-entropy's one pull may wait, within its deadline.
-		if n := waiting(); n > 1 {
+		// The bounded pull-backs and anti-entropy's one pull may wait,
+		// each within its deadline.
+		if n := waiting(); n > maxPullBacksWaiting+1 {
 			t.Errorf("t=%ds: %d syncs queued for a slot", 2*(i+1), n)
 		}
 	}
