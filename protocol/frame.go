@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 
 	"google.golang.org/protobuf/proto"
 )
@@ -40,12 +41,39 @@ func ReadMsg(r *bufio.Reader, max int, m proto.Message) error {
 	if n > uint64(max) {
 		return fmt.Errorf("read %T: %d bytes announced, limit %d: %w", m, n, max, ErrTooLarge)
 	}
-	buf := make([]byte, n)
-	if _, err := io.ReadFull(r, buf); err != nil {
+	buf, err := readBody(r, int(n))
+	if err != nil {
 		return fmt.Errorf("read %T body: %w", m, err)
 	}
 	if err := proto.Unmarshal(buf, m); err != nil {
 		return fmt.Errorf("decode %T: %w", m, err)
 	}
 	return nil
+}
+
+// eagerBody: a body up to this size is allocated whole at once. A larger
+// one grows as its bytes arrive, so that a peer that announces the limit
+// and sends nothing holds this much of the reader's memory, not the limit,
+// for as long as its stream stays open.
+const eagerBody = 64 << 10
+
+// readBody reads exactly n bytes.
+func readBody(r io.Reader, n int) ([]byte, error) {
+	if n <= eagerBody {
+		buf := make([]byte, n)
+		_, err := io.ReadFull(r, buf)
+		return buf, err
+	}
+	buf := make([]byte, 0, eagerBody)
+	for len(buf) < n {
+		if len(buf) == cap(buf) {
+			buf = slices.Grow(buf, min(cap(buf), n-len(buf)))
+		}
+		k, err := io.ReadFull(r, buf[len(buf):min(cap(buf), n)])
+		buf = buf[:len(buf)+k]
+		if err != nil {
+			return nil, err
+		}
+	}
+	return buf, nil
 }

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
+	"runtime"
 	"testing"
 
 	"github.com/swarmgen/swarmgen/protocol/pb"
@@ -56,5 +57,36 @@ func TestValidatePool(t *testing.T) {
 		if err := ValidatePool(bad); err == nil {
 			t.Errorf("%q accepted", bad)
 		}
+	}
+}
+
+// TestLargeFrameGrowsAsItArrives: a large frame round-trips, and one whose
+// announced length never arrives costs the reader eagerBody, not the
+// announced length, however long the peer holds it.
+func TestLargeFrameGrowsAsItArrives(t *testing.T) {
+	for _, size := range []int{eagerBody - 10, eagerBody, eagerBody + 1, 3*eagerBody + 17, 900 << 10} {
+		var buf bytes.Buffer
+		in := &pb.Assignment{JobId: "j", AppParams: bytes.Repeat([]byte{'x'}, size)}
+		if err := WriteMsg(&buf, in); err != nil {
+			t.Fatal(err)
+		}
+		var out pb.Assignment
+		if err := ReadMsg(bufio.NewReader(&buf), MaxTaskRequest, &out); err != nil || len(out.AppParams) != size {
+			t.Fatalf("size %d: %v, %d bytes back", size, err, len(out.AppParams))
+		}
+	}
+	// 900 KiB announced, 10 bytes sent, then the stream ends.
+	body, err := readBody(bytes.NewReader(make([]byte, 10)), 900<<10)
+	if err == nil || body != nil {
+		t.Fatalf("short body: %v", err)
+	}
+	var ms runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&ms)
+	before := ms.TotalAlloc
+	_, _ = readBody(bytes.NewReader(make([]byte, 10)), 900<<10)
+	runtime.ReadMemStats(&ms)
+	if grown := ms.TotalAlloc - before; grown > 2*eagerBody {
+		t.Fatalf("a 900 KiB frame with 10 bytes sent allocated %d bytes", grown)
 	}
 }
