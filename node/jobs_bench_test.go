@@ -102,7 +102,8 @@ func benchSubmit(b *testing.B, apiAddr, body string) string {
 // polls as a fallback for a dropped event.
 func waitDone(b *testing.B, n *Node, id string, d time.Duration) api.Job {
 	b.Helper()
-	events, stop := n.submitter.hub.subscribe(id)
+	sub, stop := n.submitter.hub.subscribe(id)
+	events := sub.ch
 	defer stop()
 	deadline := time.Now().Add(d)
 	for {

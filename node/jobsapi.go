@@ -118,7 +118,7 @@ func (n *Node) handleEvents(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusInternalServerError, "streaming unsupported", "")
 		return
 	}
-	ch, unsubscribe := n.submitter.hub.subscribe(id)
+	sub, unsubscribe := n.submitter.hub.subscribe(id)
 	defer unsubscribe()
 	j, ok := n.lookupJob(w, r)
 	if !ok {
@@ -156,13 +156,29 @@ func (n *Node) handleEvents(w http.ResponseWriter, r *http.Request) {
 			if _, err := fmt.Fprint(w, ": keepalive\n\n"); err != nil || rc.Flush() != nil {
 				return
 			}
-		case e := <-ch:
+		case e := <-sub.ch:
 			if !send(e) {
 				return
 			}
 			if e.Type == "job" && isTerminal(e.Status) {
 				return
 			}
+		case e := <-sub.last:
+			// The job ended while this client was behind: what it had
+			// room for, then the end.
+			for {
+				select {
+				case more := <-sub.ch:
+					if !send(more) {
+						return
+					}
+					continue
+				default:
+				}
+				break
+			}
+			send(e)
+			return
 		}
 	}
 }
