@@ -123,9 +123,7 @@ func (n *Node) syncFromThen(ctx context.Context, p peer.ID, slotted func()) erro
 // syncFrom pulls p's table and notes how much of it was news (see
 // syncSched). Concurrency is bounded by syncSem.
 func (n *Node) syncFrom(ctx context.Context, p peer.ID) error {
-	r, err := n.pull(ctx, p)
-	n.tsync.record(p, r, err, time.Now())
-	return err
+	return n.syncFromThen(ctx, p, func() {})
 }
 
 // pullResult is what a pull brought.
@@ -135,8 +133,8 @@ type pullResult struct {
 }
 
 // pull fetches the ads p holds that are newer than this node's, verifies
-// them and stores them.
-// The wait for a sync slot counts against the sync's own deadline.
+// them and stores them. The wait for a sync slot counts against the sync's
+// own deadline.
 func (n *Node) pull(ctx context.Context, p peer.ID) (pullResult, error) {
 	return n.pullThen(ctx, p, func() {})
 }
@@ -157,10 +155,9 @@ func (n *Node) pullThen(ctx context.Context, p peer.ID, slotted func()) (pullRes
 	return n.pullHolding(ctx, p)
 }
 
-// pullHolding is pull for a caller that holds a sync slot.
+// pullHolding is the sync itself, for pullThen once it holds a slot; ctx
+// carries the sync's deadline.
 func (n *Node) pullHolding(ctx context.Context, p peer.ID) (pullResult, error) {
-	ctx, cancel := context.WithTimeout(ctx, syncTimeout)
-	defer cancel()
 	s, err := n.host.NewStream(network.WithAllowLimitedConn(ctx, "table-sync"), p, protocol.TableProtocol)
 	if err != nil {
 		return pullResult{}, fmt.Errorf("table sync with %s: %w", p, err)
