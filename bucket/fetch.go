@@ -228,11 +228,11 @@ func (s *Store) fetchBitswap(ctx context.Context, from peer.ID, v *dagVerifier) 
 // missing block or a full server resets the stream; the client then falls
 // back to bitswap and reports what is missing.
 func (s *Store) handleFetchStream(st network.Stream) {
-	if !s.serveStart() {
+	if !s.enter() {
 		st.Reset()
 		return
 	}
-	defer s.serveDone()
+	defer s.leave()
 	select {
 	case s.serveSem <- struct{}{}:
 		defer func() { <-s.serveSem }()

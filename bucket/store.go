@@ -299,13 +299,7 @@ func (s *Store) lockWrite() (func(), error) {
 // Store is closing: the caller returns ErrClosed. Close waits for the calls
 // in flight before it closes the datastore, so none reaches a closed pebble
 // (which panics).
-func (s *Store) enter() bool { return s.serveStart() }
-
-// leave ends a call that enter registered.
-func (s *Store) leave() { s.serveDone() }
-
-// serveStart registers a running stream handler; false once closing.
-func (s *Store) serveStart() bool {
+func (s *Store) enter() bool {
 	s.serveMu.Lock()
 	defer s.serveMu.Unlock()
 	if s.serveClosed {
@@ -315,7 +309,8 @@ func (s *Store) serveStart() bool {
 	return true
 }
 
-func (s *Store) serveDone() { s.serveWG.Done() }
+// leave ends a call that enter registered.
+func (s *Store) leave() { s.serveWG.Done() }
 
 // pebbleOptions: pebble holds pins, the pack index (small values) and
 // legacy blocks (256 KiB values that earlier versions stored in pebble:

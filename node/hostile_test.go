@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/libp2p/go-libp2p"
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -54,13 +53,8 @@ func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
 // ads; the node rejects each, counts it by reason, and keeps serving.
 func TestHostileAdsRejectedAndCounted(t *testing.T) {
 	n := testNode(t, t.TempDir(), nil)
-	key, _, _ := crypto.GenerateEd25519Key(rand.Reader)
-	id, _ := peer.IDFromPrivateKey(key)
-	h, err := libp2p.New(libp2p.Identity(key), libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h.Close()
+	h, key := hostileHost(t)
+	id := h.ID()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	ps, err := pubsub.NewGossipSub(ctx, h, adWireOptions()...)

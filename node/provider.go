@@ -199,8 +199,7 @@ func (p *provider) bid(from peer.ID, req *pb.BidRequest) *pb.Bid {
 	now := p.n.now()
 	b := p.policy.Decide(req, p.localState(), now)
 	if b.Accept {
-		p.mu.Lock()
-		p.queue.Expire(now)
+		p.mu.Lock() // localState expired what had expired
 		b.Slots = int32(p.queue.Reserve(from, req.JobId, int(b.Slots), now.Add(reservationTTL)))
 		p.mu.Unlock()
 		if b.Slots == 0 {

@@ -22,6 +22,8 @@ import (
 	"github.com/swarmgen/swarmgen/scheduler"
 )
 
+// hostileHost is a bare libp2p host on loopback with its own key, for a
+// test to play a peer the node talks to; it is closed with the test.
 func hostileHost(t *testing.T) (host.Host, crypto.PrivKey) {
 	t.Helper()
 	key, _, _ := crypto.GenerateEd25519Key(rand.Reader)
@@ -58,11 +60,7 @@ func TestHostileSyncPeerCannotFloodTable(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	mustConnect(ctx, t, a, b)
-	eventually(t, 5*time.Second, "a and b see each other", func() bool {
-		_, ab := a.Table().Get(b.ID())
-		_, ba := b.Table().Get(a.ID())
-		return ab && ba
-	})
+	mustSeeEachOther(t, a, b)
 	// sanity: a can sync with b before the flood
 	if _, err := a.pull(ctx, b.ID()); err != nil {
 		t.Fatalf("pull from b before the flood: %v", err)

@@ -92,11 +92,7 @@ func TestTableSyncJoinerLearnsPoolAndQuietsDown(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	mustConnect(ctx, t, b, a)
-	eventually(t, 5*time.Second, "a and b see each other", func() bool {
-		_, ab := a.Table().Get(b.ID())
-		_, ba := b.Table().Get(a.ID())
-		return ab && ba
-	})
+	mustSeeEachOther(t, a, b)
 	mustConnect(ctx, t, c, a)
 	// c never connects to b: only a's table can tell it about b.
 	eventually(t, 3*time.Second, "c learns a and b from a", func() bool { return c.Table().Len() == 2 })
@@ -178,4 +174,14 @@ func mustConnect(ctx context.Context, t *testing.T, from, to *Node) {
 	if err := from.Connect(ctx, to.Addrs()[0]); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// mustSeeEachOther waits until a and b hold each other's ads.
+func mustSeeEachOther(t *testing.T, a, b *Node) {
+	t.Helper()
+	eventually(t, 5*time.Second, "a and b see each other", func() bool {
+		_, ab := a.Table().Get(b.ID())
+		_, ba := b.Table().Get(a.ID())
+		return ab && ba
+	})
 }
