@@ -4,6 +4,9 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"runtime"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ipfs/boxo/ipld/merkledag"
@@ -44,7 +47,6 @@ func (s *Store) Assemble(ctx context.Context, entries []Entry, m *Manifest, ttl 
 		return cid.Undef, err
 	}
 	defer unlock()
-	links := make([]*ipld.Link, 0, len(entries)+1)
 	for _, e := range entries {
 		if err := ValidateName(e.Name); err != nil {
 			return cid.Undef, fmt.Errorf("assemble: entry: %w", err)
@@ -52,15 +54,10 @@ func (s *Store) Assemble(ctx context.Context, entries []Entry, m *Manifest, ttl 
 		if e.Name == ManifestName {
 			return cid.Undef, fmt.Errorf("assemble: %w: entry named %s", ErrInvalidName, ManifestName)
 		}
-		nd, err := s.checkComplete(ctx, e.Root)
-		if err != nil {
-			return cid.Undef, fmt.Errorf("assemble: entry %s: %w", e.Name, err)
-		}
-		l, err := namedLink(e.Name, nd)
-		if err != nil {
-			return cid.Undef, err
-		}
-		links = append(links, l)
+	}
+	links, err := s.entryLinks(ctx, entries, min(runtime.GOMAXPROCS(0), 8, len(entries)/parallelEntries))
+	if err != nil {
+		return cid.Undef, err
 	}
 	batch := newBatchDAG(ctx, s.dag)
 	defer batch.Wait()
@@ -84,6 +81,70 @@ func (s *Store) Assemble(ctx context.Context, entries []Entry, m *Manifest, ttl 
 		return cid.Undef, err
 	}
 	return root.Cid(), nil
+}
+
+// parallelEntries: from this many entries on, Assemble checks them on
+// several goroutines. A job's tail is its bucket's assembly on one core
+// while the others idle (about 40 ms of a 1 000-task noop job's 500 ms on
+// the 2-core VM, most of it reading each task's root block).
+const parallelEntries = 64
+
+// entryLinks checks that every entry's DAG is complete and returns its
+// links, in entries' order, with room for one more (the manifest), on
+// that many goroutines (≤ 1: on the caller's). On
+// failure the error is that of the first failing entry in order, whatever
+// the goroutines' timing, so that a retry reports the same thing.
+func (s *Store) entryLinks(ctx context.Context, entries []Entry, workers int) ([]*ipld.Link, error) {
+	links := make([]*ipld.Link, len(entries), len(entries)+1)
+	errs := make([]error, len(entries))
+	check := func(ctx context.Context, i int) error {
+		nd, err := s.checkComplete(ctx, entries[i].Root)
+		if err == nil {
+			links[i], err = namedLink(entries[i].Name, nd)
+		}
+		if err != nil {
+			errs[i] = fmt.Errorf("assemble: entry %s: %w", entries[i].Name, err)
+		}
+		return errs[i]
+	}
+	if workers <= 1 {
+		for i := range entries {
+			if err := check(ctx, i); err != nil {
+				return nil, err
+			}
+		}
+		return links, nil
+	}
+	// Workers take entries in order from a shared counter; one that fails
+	// stops the others taking more. What they hold they finish, under the
+	// caller's ctx, so every entry before the failing one has its own
+	// outcome and the first error in order is a real one.
+	var next atomic.Int64
+	var stop atomic.Bool
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for !stop.Load() {
+				i := int(next.Add(1) - 1)
+				if i >= len(entries) {
+					return
+				}
+				if check(ctx, i) != nil {
+					stop.Store(true)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return nil, err
+		}
+	}
+	return links, nil
 }
 
 // checkComplete reports ErrMissingBlock unless every block of the DAG under
