@@ -105,7 +105,7 @@ func VerifyAds(ads []*pb.SignedAd, from peer.ID, pool string, now time.Time) (vs
 		checks = append(checks, sigCheck{pid, domainAd, s.Ad, s.Signature})
 		idx = append(idx, i)
 	}
-	for j, err := range verifyAll(checks) {
+	for j, err := range verifyAll(nil, checks) {
 		i := idx[j]
 		if err == nil {
 			err = checkAd(vs[i].Ad, pool, now)

@@ -27,6 +27,12 @@ func SignResult(key crypto.PrivKey, r *pb.TaskResult) (*pb.SignedResult, error) 
 // provider signed it and that it names the provider, the job, task and attempt
 // the receiver expects.
 func VerifyResult(s *pb.SignedResult, provider peer.ID, jobID, taskID string, attempt int32) (*pb.TaskResult, error) {
+	return (*KeyCache)(nil).VerifyResult(s, provider, jobID, taskID, attempt)
+}
+
+// VerifyResult is the package's VerifyResult with the keys of k (a
+// submitter checks many results from each provider).
+func (k *KeyCache) VerifyResult(s *pb.SignedResult, provider peer.ID, jobID, taskID string, attempt int32) (*pb.TaskResult, error) {
 	if s == nil || len(s.Result) == 0 {
 		return nil, fmt.Errorf("result: empty")
 	}
@@ -41,7 +47,7 @@ func VerifyResult(s *pb.SignedResult, provider peer.ID, jobID, taskID string, at
 	if pid != provider {
 		return nil, fmt.Errorf("result: names provider %s, came from %s", pid, provider)
 	}
-	if err := verify(pid, domainResult, s.Result, s.Signature); err != nil {
+	if err := verify(k, pid, domainResult, s.Result, s.Signature); err != nil {
 		return nil, fmt.Errorf("result: %w", err)
 	}
 	if r.JobId != jobID || r.TaskId != taskID || r.Attempt != attempt {

@@ -80,21 +80,24 @@ func ed25519Key(signer peer.ID) (voi.PublicKey, crypto.PubKey, error) {
 
 // verify checks one signature. Only peer IDs that embed their key
 // (Ed25519, as swarmgen nodes use) verify.
-func verify(signer peer.ID, domain string, payload, sig []byte) error {
-	return verifyAll([]sigCheck{{signer, domain, payload, sig}})[0]
+func verify(keys *KeyCache, signer peer.ID, domain string, payload, sig []byte) error {
+	return verifyAll(keys, []sigCheck{{signer, domain, payload, sig}})[0]
 }
 
-// verifyAll checks every signature; errs[i] is nil where checks[i]
-// verified. The Ed25519 ones go through one batch: when all are good, that
-// is the whole cost; when one is bad, each is checked on its own.
-func verifyAll(checks []sigCheck) []error {
+// verifyAll checks every signature, with keys' expanded keys where it
+// has them; errs[i] is nil where checks[i] verified. The Ed25519 ones go
+// through one batch: when all are good, that is the whole cost; when one is
+// bad, each is checked on its own.
+func verifyAll(keys *KeyCache, checks []sigCheck) []error {
 	errs := make([]error, len(checks))
 	type pending struct {
 		i        int
 		key      voi.PublicKey
+		exp      *voi.ExpandedPublicKey
 		msg, sig []byte
 	}
 	var batch []pending
+	allExpanded := true
 	for i, c := range checks {
 		key, other, err := ed25519Key(c.signer)
 		switch {
@@ -108,21 +111,37 @@ func verifyAll(checks []sigCheck) []error {
 				errs[i] = ErrBadSignature
 			}
 		default:
-			batch = append(batch, pending{i, key, c.message(), c.sig})
+			exp := keys.expanded(c.signer, key)
+			allExpanded = allExpanded && exp != nil
+			batch = append(batch, pending{i, key, exp, c.message(), c.sig})
 		}
 	}
 	switch len(batch) {
 	case 0:
 	case 1: // a batch of one costs more than a plain check
-		if p := batch[0]; !voi.Verify(p.key, p.msg, p.sig) {
+		p := batch[0]
+		ok := false
+		if p.exp != nil {
+			ok = voi.VerifyExpanded(p.exp, p.msg, p.sig)
+		} else {
+			ok = voi.Verify(p.key, p.msg, p.sig)
+		}
+		if !ok {
 			errs[p.i] = ErrBadSignature
 		}
 	default:
-		// Without expansion: a key expanded here is used once, and the
-		// expansion costs more than it saves (~10% per signature).
-		bv := voi.NewBatchVerifierWithCapacity(len(batch)).ForceNoPublicKeyExpansion()
+		bv := voi.NewBatchVerifierWithCapacity(len(batch))
+		if !allExpanded {
+			// A key expanded here would be used once, and the expansion
+			// costs more than it saves (~10% per signature).
+			bv.ForceNoPublicKeyExpansion()
+		}
 		for _, p := range batch {
-			bv.Add(p.key, p.msg, p.sig)
+			if p.exp != nil {
+				bv.AddExpanded(p.exp, p.msg, p.sig)
+			} else {
+				bv.Add(p.key, p.msg, p.sig)
+			}
 		}
 		// nil: the batch's random coefficients come from crypto/rand.
 		_, valid := bv.Verify(nil)

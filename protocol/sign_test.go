@@ -31,7 +31,7 @@ func TestSignMatchesLibp2p(t *testing.T) {
 			t.Fatalf("key %d: voi signature differs from libp2p's", i)
 		}
 		id, _ := peer.IDFromPrivateKey(key)
-		if err := verify(id, domainResult, payload, got); err != nil {
+		if err := verify(nil, id, domainResult, payload, got); err != nil {
 			t.Fatalf("key %d: %v", i, err)
 		}
 	}
@@ -44,7 +44,7 @@ func TestSignMatchesLibp2p(t *testing.T) {
 		t.Fatal(err)
 	}
 	id, _ := peer.IDFromPrivateKey(k)
-	if err := verify(id, domainAd, []byte("x"), sig); err != nil {
+	if err := verify(nil, id, domainAd, []byte("x"), sig); err != nil {
 		t.Fatalf("secp256k1: %v", err)
 	}
 }
