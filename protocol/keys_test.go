@@ -1,26 +1,9 @@
 package protocol
 
 import (
-	"crypto/rand"
 	"errors"
 	"testing"
-
-	"github.com/libp2p/go-libp2p/core/crypto"
-	"github.com/libp2p/go-libp2p/core/peer"
 )
-
-func newSigner(t testing.TB) (crypto.PrivKey, peer.ID) {
-	t.Helper()
-	key, _, err := crypto.GenerateEd25519Key(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	id, err := peer.IDFromPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return key, id
-}
 
 // TestKeyCacheVerifies: checks through a cache, before and after a key is
 // expanded and in batches mixing expanded and plain keys, accept what the
@@ -28,8 +11,8 @@ func newSigner(t testing.TB) (crypto.PrivKey, peer.ID) {
 // its bound.
 func TestKeyCacheVerifies(t *testing.T) {
 	k := NewKeyCache(3)
-	key, id := newSigner(t)
-	other, otherID := newSigner(t)
+	key, id := testKey(t)
+	other, otherID := testKey(t)
 	payload := []byte("result bytes")
 	good, _ := sign(key, domainResult, payload)
 	byOther, _ := sign(other, domainResult, payload)
@@ -64,7 +47,7 @@ func TestKeyCacheVerifies(t *testing.T) {
 		t.Fatalf("expanded batch: %v", errs)
 	}
 	for range 10 {
-		_, id := newSigner(t)
+		_, id := testKey(t)
 		_ = verify(k, id, domainResult, payload, good)
 	}
 	if n := k.Len(); n > 3 {
@@ -81,7 +64,7 @@ func TestKeyCacheVerifies(t *testing.T) {
 //
 //	go test -run '^$' -bench VerifyResult ./protocol
 func BenchmarkVerifyResult(b *testing.B) {
-	key, id := newSigner(b)
+	key, id := testKey(b)
 	payload := make([]byte, 300)
 	sig, _ := sign(key, domainResult, payload)
 	for _, c := range []struct {
