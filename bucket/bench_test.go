@@ -182,7 +182,10 @@ func BenchmarkBitswap(b *testing.B) {
 				b.StartTimer()
 				start := time.Now()
 				v := newDAGVerifier(root, int64(sz.n)*2)
-				if err := cli.fetchBitswap(context.Background(), prov.host.ID(), v); err != nil {
+				hold := cli.newHold()
+				err := cli.fetchBitswap(context.Background(), prov.host.ID(), v, hold)
+				hold.release()
+				if err != nil {
 					b.Fatal(err)
 				}
 				total += time.Since(start)

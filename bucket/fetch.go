@@ -13,6 +13,7 @@ import (
 	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	mh "github.com/multiformats/go-multihash"
 
 	"github.com/swarmgen/swarmgen/protocol"
 	"github.com/swarmgen/swarmgen/protocol/pb"
@@ -40,18 +41,22 @@ func (s *Store) Fetch(ctx context.Context, root cid.Cid, from peer.ID, maxBytes 
 	if maxBytes <= 0 {
 		maxBytes = s.cfg.serveMaxBytes
 	}
-	unlock, err := s.lockWrite()
-	if err != nil {
-		return err
+	// No GC lock while waiting on the peer (see blockHold): each stored
+	// batch and the pin take it; what is stored meanwhile is held from GC.
+	// enter makes Close wait for us before it closes the datastore.
+	if !s.enter() {
+		return ErrClosed
 	}
-	defer unlock()
+	defer s.leave()
+	hold := s.newHold()
+	defer hold.release()
 	// Close must not wait for a slow peer: closing the Store cancels us.
 	ctx, cancel := s.linkCtx(ctx)
 	defer cancel()
 	log := s.log.With("root", root, "from", from)
 	start := time.Now()
 	v := newDAGVerifier(root, maxBytes)
-	err = s.fetchCAR(ctx, root, from, v)
+	err := s.fetchCAR(ctx, root, from, v, hold)
 	if err != nil && ctx.Err() != nil {
 		return fmt.Errorf("fetch %s from %s: %w", root, from, ctx.Err())
 	}
@@ -62,11 +67,14 @@ func (s *Store) Fetch(ctx context.Context, root cid.Cid, from peer.ID, maxBytes 
 	if err != nil || !v.done() {
 		log.Info("fetch stream incomplete, falling back to bitswap",
 			"err", err, "blocks", v.blocks, "bytes", v.total, "missing", len(v.needed))
-		if err := s.fetchBitswap(ctx, from, v); err != nil {
+		if err := s.fetchBitswap(ctx, from, v, hold); err != nil {
 			return fmt.Errorf("fetch %s from %s: %w", root, from, err)
 		}
 	}
-	if err := s.pin(ctx, root, s.cfg.resultTTL, "fetched"); err != nil {
+	err = hold.locked(func(func(mh.Multihash)) error {
+		return s.pin(ctx, root, s.cfg.resultTTL, "fetched")
+	})
+	if err != nil {
 		return err
 	}
 	d := time.Since(start)
@@ -75,8 +83,9 @@ func (s *Store) Fetch(ctx context.Context, root cid.Cid, from peer.ID, maxBytes 
 	return nil
 }
 
-// fetchCAR runs the primary path: one stream, one CAR.
-func (s *Store) fetchCAR(ctx context.Context, root cid.Cid, from peer.ID, v *dagVerifier) error {
+// fetchCAR runs the primary path: one stream, one CAR. Every verified
+// block is stored and held in hold.
+func (s *Store) fetchCAR(ctx context.Context, root cid.Cid, from peer.ID, v *dagVerifier, hold *blockHold) error {
 	st, err := s.host.NewStream(ctx, from, protocol.FetchProtocol)
 	if err != nil {
 		return fmt.Errorf("open fetch stream: %w", err)
@@ -105,8 +114,22 @@ func (s *Store) fetchCAR(ctx context.Context, root cid.Cid, from peer.ID, v *dag
 		defer close(done)
 		for reg := range regions {
 			if werr.Load() == nil {
-				if err := s.packs.appendSections(reg.buf, reg.entries); err != nil {
+				err := hold.locked(func(add func(mh.Multihash)) error {
+					if err := s.packs.appendSections(reg.buf, reg.entries); err != nil {
+						return err
+					}
+					// Also the blocks appendSections skipped as held
+					// already: nothing may pin them, and the fetch's pin
+					// will link them.
+					for _, e := range reg.entries {
+						add(e.hash)
+					}
+					return nil
+				})
+				if err != nil {
 					werr.Store(&err)
+				} else if s.testHookFetchStored != nil {
+					s.testHookFetchStored()
 				}
 			}
 			free <- reg.slab
@@ -177,9 +200,9 @@ func putFetchSlab(b []byte) { fetchSlabPool.Put(&b) }
 
 // fetchBitswap fetches what v still needs over a bitswap session, level by
 // level, verifying each block with v as well (bitswap already rejects data
-// that does not hash to a wanted CID). It gives up with ErrMissingBlock
-// after the block timeout passes without progress.
-func (s *Store) fetchBitswap(ctx context.Context, from peer.ID, v *dagVerifier) error {
+// that does not hash to a wanted CID), and holds each in hold. It gives up
+// with ErrMissingBlock after the block timeout passes without progress.
+func (s *Store) fetchBitswap(ctx context.Context, from peer.ID, v *dagVerifier, hold *blockHold) error {
 	if s.host.Network().Connectedness(from) != network.Connected {
 		if err := s.host.Connect(ctx, peer.AddrInfo{ID: from}); err != nil {
 			return fmt.Errorf("%w: %s unreachable for bitswap: %w", ErrMissingBlock, from, err)
@@ -201,6 +224,21 @@ func (s *Store) fetchBitswap(ctx context.Context, from peer.ID, v *dagVerifier) 
 			}
 			if err := v.accept(blk.Cid(), blk.RawData()); err != nil {
 				verr = err
+				wcancel()
+				continue
+			}
+			// Bitswap stored the block before it handed it over, but
+			// without the GC lock: a GC may have swept it since. Put
+			// skips it if it is still there.
+			err := hold.locked(func(add func(mh.Multihash)) error {
+				if err := s.bs.Put(ctx, blk); err != nil {
+					return err
+				}
+				add(blk.Cid().Hash())
+				return nil
+			})
+			if err != nil {
+				verr = fmt.Errorf("store fetched block: %w", err)
 				wcancel()
 				continue
 			}

@@ -234,8 +234,10 @@ type GCStats struct {
 }
 
 // GC removes expired pins, then deletes every block not reachable from a
-// live pin (mark and sweep). Writers (import, fetch, assemble) hold off GC
-// until their root is pinned, so their blocks are never swept in flight.
+// live pin (mark and sweep). Writers (import, assemble) hold off GC until
+// their root is pinned; fetches hold off GC only while they store a batch
+// and keep what they stored in a blockHold, which GC treats as live, so
+// no writer's blocks are swept in flight.
 func (s *Store) GC(ctx context.Context) (GCStats, error) {
 	var st GCStats
 	if s.ctx.Err() != nil {
@@ -268,6 +270,10 @@ func (s *Store) GC(ctx context.Context) (GCStats, error) {
 		if err := s.mark(ctx, p.Root, live); err != nil {
 			return st, err
 		}
+	}
+	// Blocks of fetches in progress: stored, not pinned yet.
+	if n := s.markHeld(live); n > 0 {
+		s.log.Debug("gc: blocks held by writes in progress", "blocks", n)
 	}
 	keys, err := s.bs.AllKeysChan(ctx)
 	if err != nil {

@@ -118,10 +118,15 @@ type Store struct {
 	local blockservice.BlockService // offline: never leaves this node
 	dag   ipld.DAGService           // offline DAG service used for import and reads
 
-	// gcMu orders writers against the collector: every operation that writes
-	// blocks holds it for reading until its root is pinned; GC holds it for
-	// writing while it marks and sweeps.
+	// gcMu orders writers against the collector: an operation that writes
+	// blocks holds it for reading until its root is pinned, except those
+	// that wait on the network (Fetch, FetchURL), which hold it only around
+	// each batch and keep their blocks in a blockHold in between; GC holds
+	// it for writing while it marks and sweeps.
 	gcMu sync.RWMutex
+	// holdMu guards holds: the blockHolds of writes in progress.
+	holdMu sync.Mutex
+	holds  map[*blockHold]struct{}
 	// pinMu serialises read-modify-write of pin records and guards pinned.
 	pinMu sync.Mutex
 	// pinned holds the key of every pin record written since it was built
@@ -139,6 +144,9 @@ type Store struct {
 	serveMu     sync.Mutex
 	serveClosed bool
 	serveWG     sync.WaitGroup
+
+	// testHookFetchStored, if set (tests), runs after a fetch stored a batch.
+	testHookFetchStored func()
 
 	ctx       context.Context // cancelled by Close; parent of every goroutine
 	cancel    context.CancelFunc
