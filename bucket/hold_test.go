@@ -3,6 +3,9 @@ package bucket
 import (
 	"context"
 	"errors"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -214,4 +217,85 @@ func TestFailedFetchReleasesHold(t *testing.T) {
 	if st.BlocksRemoved == 0 || st.BlocksKept != 0 {
 		t.Errorf("GC after a failed fetch removed %d blocks and kept %d: want what it stored collected", st.BlocksRemoved, st.BlocksKept)
 	}
+}
+
+// TestSlowURLDoesNotStallGC: FetchURL read the HTTP body under the GC read
+// lock, so a server trickling it stalled GC and, behind GC, every other
+// writer. Now GC and an import finish while the download is stalled, GC
+// keeps what the download stored, and the download then completes whole
+// and pinned.
+func TestSlowURLDoesNotStallGC(t *testing.T) {
+	s := newStore(t, nil, WithInMemory())
+	data := pseudoRandom(84, 12<<20)
+	stalled, release := make(chan struct{}), make(chan struct{})
+	var releaseOnce sync.Once
+	unstall := func() { releaseOnce.Do(func() { close(release) }) }
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", strconv.Itoa(len(data)))
+		w.Write(data[:6<<20])
+		w.(http.Flusher).Flush()
+		close(stalled)
+		<-release
+		w.Write(data[6<<20:])
+	}))
+	defer srv.Close()
+	defer unstall() // before srv.Close, which waits for the handler
+	stored := make(chan struct{}, 1)
+	s.testHookFetchStored = func() {
+		select {
+		case stored <- struct{}{}:
+		default:
+		}
+	}
+	ctx := context.Background()
+	type result struct {
+		root cid.Cid
+		err  error
+	}
+	fetched := make(chan result, 1)
+	go func() {
+		root, err := s.FetchURL(ctx, srv.URL+"/big.bin", 64<<20, time.Minute)
+		fetched <- result{root, err}
+	}()
+	<-stalled
+	<-stored // the download stored its first batch
+
+	const stuck = 20 * time.Second // deadlock detector only
+	gcDone := make(chan error, 1)
+	var gcStats GCStats
+	go func() {
+		var err error
+		gcStats, err = s.GC(ctx)
+		gcDone <- err
+	}()
+	imported := make(chan error, 1)
+	go func() {
+		_, _, err := s.ImportFiles(ctx, map[string][]byte{"other": []byte("another task's output")})
+		imported <- err
+	}()
+	for _, w := range []struct {
+		what string
+		c    chan error
+	}{{"GC", gcDone}, {"import", imported}} {
+		select {
+		case err := <-w.c:
+			if err != nil {
+				t.Fatalf("%s during the stalled download: %v", w.what, err)
+			}
+		case <-time.After(stuck):
+			t.Fatalf("%s did not finish within %s while a URL download was stalled", w.what, stuck)
+		}
+	}
+	t.Logf("GC during the stalled download: %+v", gcStats)
+	unstall()
+	var res result
+	select {
+	case res = <-fetched:
+		if res.err != nil {
+			t.Fatalf("FetchURL: %v", res.err)
+		}
+	case <-time.After(2 * stuck):
+		t.Fatal("FetchURL did not finish after the server resumed")
+	}
+	checkFetched(t, s, res.root, map[string][]byte{"big.bin": data})
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/ipfs/go-cid"
 	ipld "github.com/ipfs/go-ipld-format"
+	mh "github.com/multiformats/go-multihash"
 )
 
 // maxRedirects bounds the redirects FetchURL follows.
@@ -78,13 +79,17 @@ func (s *Store) FetchURL(ctx context.Context, rawURL string, maxBytes int64, tim
 	if ValidateName(name) != nil || name == "/" {
 		name = "input"
 	}
-	unlock, err := s.lockWrite()
-	if err != nil {
-		return cid.Undef, err
+	// No GC lock while the body trickles in (see blockHold): each stored
+	// batch and the pin take it; enter makes Close wait for us.
+	if !s.enter() {
+		return cid.Undef, ErrClosed
 	}
-	defer unlock()
+	defer s.leave()
+	hold := s.newHold()
+	defer hold.release() // after batch.Wait: nothing is stored after it
 	lr := &limitedReader{r: resp.Body, left: maxBytes}
-	batch := newBatchDAG(ctx, s.dag)
+	batch := newBatchDAG(ctx, heldDAG{s.dag, hold})
+	batch.stored = s.testHookFetchStored
 	defer batch.Wait()
 	fnode, err := importFile(batch, lr)
 	if err != nil {
@@ -107,10 +112,36 @@ func (s *Store) FetchURL(ctx context.Context, rawURL string, maxBytes int64, tim
 	if err := batch.Commit(); err != nil {
 		return cid.Undef, fmt.Errorf("fetch url %q: commit: %w", rawURL, err)
 	}
-	if err := s.pin(ctx, dir.Cid(), s.cfg.resultTTL, "input"); err != nil {
+	err = hold.locked(func(func(mh.Multihash)) error {
+		return s.pin(ctx, dir.Cid(), s.cfg.resultTTL, "input")
+	})
+	if err != nil {
 		return cid.Undef, err
 	}
 	return dir.Cid(), nil
+}
+
+// heldDAG stores through a DAG service, each AddMany under the GC read
+// lock, and holds the nodes it stored (or found stored) in hold.
+type heldDAG struct {
+	ipld.DAGService
+	hold *blockHold
+}
+
+func (d heldDAG) Add(ctx context.Context, n ipld.Node) error {
+	return d.AddMany(ctx, []ipld.Node{n})
+}
+
+func (d heldDAG) AddMany(ctx context.Context, ns []ipld.Node) error {
+	return d.hold.locked(func(add func(mh.Multihash)) error {
+		if err := d.DAGService.AddMany(ctx, ns); err != nil {
+			return err
+		}
+		for _, n := range ns {
+			add(n.Cid().Hash())
+		}
+		return nil
+	})
 }
 
 // errBodyTooLarge stops the importer when the body passes the limit.

@@ -145,7 +145,8 @@ type Store struct {
 	serveClosed bool
 	serveWG     sync.WaitGroup
 
-	// testHookFetchStored, if set (tests), runs after a fetch stored a batch.
+	// testHookFetchStored, if set (tests), runs after a fetch (Fetch,
+	// FetchURL) stored a batch.
 	testHookFetchStored func()
 
 	ctx       context.Context // cancelled by Close; parent of every goroutine

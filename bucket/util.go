@@ -35,6 +35,8 @@ type batchDAG struct {
 	done  chan struct{}    // closed once the committer has stopped
 	err   atomic.Pointer[error]
 	ended bool // Commit or Wait ran
+	// stored, if set (tests), runs after each batch the committer stored.
+	stored func()
 }
 
 func newBatchDAG(ctx context.Context, d ipld.DAGService) *batchDAG {
@@ -73,6 +75,8 @@ func (d *batchDAG) commit() {
 		}
 		if err := d.DAGService.AddMany(d.ctx, ns); err != nil {
 			d.err.Store(&err)
+		} else if d.stored != nil {
+			d.stored()
 		}
 	}
 }
