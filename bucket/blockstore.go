@@ -4,12 +4,15 @@ import (
 	"context"
 	"fmt"
 	"hash/crc32"
+	"log/slog"
 	"sync/atomic"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/ipfs/boxo/blockstore"
+	dshelp "github.com/ipfs/boxo/datastore/dshelp"
 	blocks "github.com/ipfs/go-block-format"
 	"github.com/ipfs/go-cid"
+	ds "github.com/ipfs/go-datastore"
 	ipld "github.com/ipfs/go-ipld-format"
 	mh "github.com/multiformats/go-multihash"
 )
@@ -21,6 +24,7 @@ import (
 type packBlockstore struct {
 	packs  *packStore
 	legacy blockstore.Blockstore
+	log    *slog.Logger
 	// legacyHeld: the legacy namespace held a block when the store was
 	// opened. Nothing writes there any more, so when it was empty every
 	// legacy lookup (a pebble Get each) is skipped.
@@ -151,42 +155,71 @@ func (b *packBlockstore) DeleteBlock(ctx context.Context, c cid.Cid) error {
 }
 
 // AllKeysChan lists every block as a CIDv1 raw CID of its multihash (the
-// store keeps no codec), packs first, then legacy blocks.
+// store keeps no codec), packs first, then legacy blocks. The interface
+// has no way to report an error: one that ends the listing early is
+// logged, and the channel closes. Callers that must not take a partial
+// listing for the whole store (GC) use allKeys.
 func (b *packBlockstore) AllKeysChan(ctx context.Context) (<-chan cid.Cid, error) {
-	legacy, err := b.legacy.AllKeysChan(ctx)
-	if err != nil {
-		return nil, err
-	}
 	out := make(chan cid.Cid, 64)
-	// Owned by the consumer: it ends when both sources are drained or ctx
-	// is done.
+	// Owned by the consumer: it ends when the listing is done or ctx is.
 	go func() {
 		defer close(out)
-		err := b.packs.allKeys(func(h mh.Multihash) bool {
+		err := b.allKeys(ctx, func(c cid.Cid) bool {
 			select {
-			case out <- cid.NewCidV1(cid.Raw, h):
+			case out <- c:
 				return true
 			case <-ctx.Done():
 				return false
 			}
 		})
-		if err != nil {
-			// The channel closes early: GC then collects fewer blocks.
-			for range legacy {
-			}
-			return
-		}
-		for c := range legacy {
-			select {
-			case out <- c:
-			case <-ctx.Done():
-				for range legacy {
-				}
-				return
-			}
+		if err != nil && ctx.Err() == nil {
+			b.log.Error("list blocks: listing ended early, the channel holds only part of the store", "err", err)
 		}
 	}()
 	return out, nil
+}
+
+// allKeys calls fn with every block (as AllKeysChan lists it) until fn
+// returns false. An error means the listing is incomplete: ctx's, or one
+// reading the index or the legacy blocks.
+func (b *packBlockstore) allKeys(ctx context.Context, fn func(cid.Cid) bool) error {
+	stopped := false
+	err := b.packs.allKeys(func(h mh.Multihash) bool {
+		stopped = !fn(cid.NewCidV1(cid.Raw, h))
+		return !stopped
+	})
+	if err != nil {
+		return fmt.Errorf("list pack index: %w", err)
+	}
+	if stopped {
+		return ctx.Err()
+	}
+	if !b.legacyHeld.Load() {
+		return nil
+	}
+	// pebble directly, not the legacy blockstore's AllKeysChan: that one
+	// also ends early without saying so.
+	prefix := []byte(blockstore.BlockPrefix.String() + "/")
+	it, err := b.packs.db.NewIter(&pebble.IterOptions{LowerBound: prefix, UpperBound: prefixEnd(prefix)})
+	if err != nil {
+		return fmt.Errorf("list legacy blocks: %w", err)
+	}
+	for ok := it.First(); ok && !stopped; ok = it.Next() {
+		k := string(it.Key()[len(prefix)-1:]) // keeps the "/"
+		h, err := dshelp.DsKeyToMultihash(ds.NewKey(k))
+		if err != nil {
+			b.log.Warn("bad legacy block key", "key", it.Key(), "err", err)
+			continue
+		}
+		stopped = !fn(cid.NewCidV1(cid.Raw, h))
+	}
+	if err := it.Close(); err != nil {
+		return fmt.Errorf("list legacy blocks: %w", err)
+	}
+	if stopped {
+		return ctx.Err()
+	}
+	return nil
 }
 
 // legacyHeld reports whether pebble holds any block under the blockstore's

@@ -215,8 +215,9 @@ func (p *packStore) scanIndex(fn func(key []byte, l packLoc) error) error {
 	for ok := it.First(); ok; ok = it.Next() {
 		l, err := decodePackLoc(it.Value())
 		if err != nil {
+			key := slices.Clone(it.Key()) // not valid after Close
 			it.Close()
-			return fmt.Errorf("pack index %q: %w", it.Key(), err)
+			return fmt.Errorf("pack index %q: %w", key, err)
 		}
 		if err := fn(it.Key(), l); err != nil {
 			it.Close()

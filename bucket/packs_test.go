@@ -283,6 +283,17 @@ func TestLegacyBlocks(t *testing.T) {
 	if has, _ := prov.Has(ctx, moved[0]); has {
 		t.Fatal("legacy block not deleted")
 	}
+	// GC lists legacy blocks (straight from pebble) and collects them.
+	if err := prov.Unpin(ctx, root); err != nil {
+		t.Fatal(err)
+	}
+	st, err := prov.GC(ctx)
+	if err != nil || st.BlocksRemoved != len(moved)-1 {
+		t.Fatalf("GC of unpinned legacy blocks: %+v %v, want %d removed", st, err, len(moved)-1)
+	}
+	if has, _ := prov.Has(ctx, moved[1]); has {
+		t.Fatal("unpinned legacy block survived GC")
+	}
 }
 
 // TestLegacyBlocksFoundAtOpen: a store opened over a data dir whose pebble

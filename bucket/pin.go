@@ -275,20 +275,24 @@ func (s *Store) GC(ctx context.Context) (GCStats, error) {
 	if n := s.markHeld(live); n > 0 {
 		s.log.Debug("gc: blocks held by writes in progress", "blocks", n)
 	}
-	keys, err := s.bs.AllKeysChan(ctx)
-	if err != nil {
-		return st, fmt.Errorf("gc: list blocks: %w", err)
-	}
+	// Not AllKeysChan, which cannot say that its listing ended early: GC
+	// would take part of the store for all of it and report success.
 	var dead []cid.Cid
-	for k := range keys {
+	err = s.pbs.allKeys(ctx, func(k cid.Cid) bool {
 		if _, ok := live[string(k.Hash())]; ok {
 			st.BlocksKept++
-			continue
+		} else {
+			dead = append(dead, k)
 		}
-		dead = append(dead, k)
+		return ctx.Err() == nil
+	})
+	if err == nil {
+		err = ctx.Err()
 	}
-	if err := ctx.Err(); err != nil {
-		return st, err
+	if err != nil {
+		// Sweeping only what was listed would be safe, but a listing that
+		// fails is a store in trouble: collect nothing, say so, retry later.
+		return st, fmt.Errorf("gc: list blocks: %w", err)
 	}
 	for _, k := range dead {
 		if err := s.bs.DeleteBlock(ctx, k); err != nil {

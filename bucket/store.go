@@ -208,7 +208,7 @@ func New(ctx context.Context, h host.Host, dataDir string, opts ...Option) (*Sto
 	}
 	// legacy: blocks that earlier versions kept in pebble. WriteThrough: no
 	// Has() before a Put (nothing is put there any more anyway).
-	s.pbs = &packBlockstore{packs: s.packs, legacy: blockstore.NewBlockstore(d, blockstore.WriteThrough(true))}
+	s.pbs = &packBlockstore{packs: s.packs, legacy: blockstore.NewBlockstore(d, blockstore.WriteThrough(true)), log: s.log}
 	held, err := legacyHeld(d.DB)
 	if err != nil {
 		d.Close()
