@@ -180,6 +180,14 @@ func openPackStore(dir packDir, db *pebble.DB, log *slog.Logger) (*packStore, er
 		}
 	}
 	if len(dangling) > 0 {
+		// Durable before any new pack exists (no WAL): a new pack takes
+		// the ID after the highest file, maybe a missing pack's that these
+		// entries name, and a crash before the next flush would bring
+		// them back pointing into it.
+		if err := db.Flush(); err != nil {
+			p.closeFiles()
+			return nil, fmt.Errorf("drop dangling pack index entries: flush: %w", err)
+		}
 		log.Warn("dropped pack index entries pointing at missing data", "entries", len(dangling))
 	}
 	for id, pf := range p.packs {
