@@ -81,8 +81,8 @@ type Node struct {
 	tableChange chan struct{} // closed and replaced on every table change
 
 	syncedMu sync.Mutex
-	synced   map[peer.ID]time.Time
-	tsync    syncSched // anti-entropy plan and pull-back limits (tablesync.go)
+	synced   map[peer.ID]time.Time // last pull on connect per peer, bounded (onConnected)
+	tsync    syncSched             // anti-entropy plan and pull-back limits (tablesync.go)
 
 	registry    *jobspec.Registry
 	results     *results
@@ -306,6 +306,15 @@ func (n *Node) TableChanged() <-chan struct{} {
 	return n.tableChange
 }
 
+// syncOnConnectEvery bounds pulls on connect to one per peer per period;
+// maxSyncedPeers bounds the map that enforces it (see claimPeer). Past it
+// within one period a new connection does not pull: the connection manager
+// keeps far fewer peers than that, and anti-entropy reaches them anyway.
+const (
+	syncOnConnectEvery = time.Second
+	maxSyncedPeers     = 1024
+)
+
 // onConnected pulls the table of every peer this node dialled (once a
 // second per peer at most, whatever the number of connections). The peer
 // that was dialled does not pull in turn: the request it serves lists the
@@ -319,12 +328,11 @@ func (n *Node) onConnected(_ network.Network, c network.Conn) {
 	}
 	p := c.RemotePeer()
 	n.syncedMu.Lock()
-	if t, ok := n.synced[p]; ok && time.Since(t) < time.Second {
-		n.syncedMu.Unlock()
+	ok := claimPeer(n.synced, p, time.Now(), syncOnConnectEvery, maxSyncedPeers)
+	n.syncedMu.Unlock()
+	if !ok {
 		return
 	}
-	n.synced[p] = time.Now()
-	n.syncedMu.Unlock()
 	select {
 	case <-n.ctx.Done():
 		return
@@ -348,11 +356,6 @@ func (n *Node) expireLoop(ctx context.Context) {
 		case <-t.C:
 			if gone := n.table.Expire(n.now()); len(gone) > 0 {
 				n.log.Info("peers left capacity table", "peers", gone)
-				n.syncedMu.Lock()
-				for _, p := range gone {
-					delete(n.synced, p)
-				}
-				n.syncedMu.Unlock()
 				n.notifyTable()
 			}
 		}
