@@ -3,6 +3,7 @@ package node
 import (
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -34,5 +35,35 @@ func TestSyncOnConnectLimitBounded(t *testing.T) {
 	n.syncedMu.Unlock()
 	if got > maxSyncedPeers {
 		t.Fatalf("sync-on-connect limit holds %d peers, bound %d", got, maxSyncedPeers)
+	}
+}
+
+// TestPullBackLimitHardBound: a churn of fresh peer IDs, all within one
+// pullBackEvery, cannot grow the pull-back rate limit past
+// maxPullBackPeers; pull-backs past it are refused until entries age out.
+// (When every entry was recent nothing could be pruned and it inserted
+// anyway.)
+func TestPullBackLimitHardBound(t *testing.T) {
+	var s syncSched
+	now := time.Unix(1_800_000_000, 0)
+	claimed := 0
+	for i := 0; i < 3*maxPullBackPeers; i++ {
+		if s.claimPullBack(peer.ID(fmt.Sprint("fresh-", i)), now) {
+			claimed++
+		}
+	}
+	if n := len(s.pulledBack); n > maxPullBackPeers {
+		t.Fatalf("pull-back map holds %d peers, bound %d", n, maxPullBackPeers)
+	}
+	if claimed > maxPullBackPeers {
+		t.Fatalf("%d pull-backs claimed in one period, bound %d", claimed, maxPullBackPeers)
+	}
+	// Once the entries are older than the period they limit nothing: room
+	// again.
+	if !s.claimPullBack("late", now.Add(pullBackEvery)) {
+		t.Fatal("pull-back refused after the full map's entries aged out")
+	}
+	if n := len(s.pulledBack); n != 1 {
+		t.Fatalf("after ageing out: %d entries, want 1", n)
 	}
 }

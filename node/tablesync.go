@@ -295,30 +295,23 @@ type syncSched struct {
 	pulledBack map[peer.ID]time.Time
 }
 
-// maxPullBackPeers bounds the pull-back rate-limit map; past it, entries
-// older than pullBackEvery (which no longer limit anything) are dropped.
+// maxPullBackPeers bounds the pull-back rate-limit map (see claimPeer):
+// past it, entries older than pullBackEvery are dropped, and if all are
+// recent the pull-back is refused. It is far above what an honest pool
+// makes in one pullBackEvery, and pull-backs beyond maxPullBacksWaiting
+// are dropped anyway.
 const maxPullBackPeers = 1024
 
 // claimPullBack reports whether a pull-back from p may start now, and if
-// so records it: at most one per peer per pullBackEvery.
+// so records it: at most one per peer per pullBackEvery, and none while
+// maxPullBackPeers peers were pulled back within the last pullBackEvery.
 func (s *syncSched) claimPullBack(p peer.ID, now time.Time) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if t, ok := s.pulledBack[p]; ok && now.Sub(t) < pullBackEvery {
-		return false
-	}
 	if s.pulledBack == nil {
 		s.pulledBack = map[peer.ID]time.Time{}
 	}
-	if len(s.pulledBack) >= maxPullBackPeers {
-		for q, t := range s.pulledBack {
-			if now.Sub(t) >= pullBackEvery {
-				delete(s.pulledBack, q)
-			}
-		}
-	}
-	s.pulledBack[p] = now
-	return true
+	return claimPeer(s.pulledBack, p, now, pullBackEvery, maxPullBackPeers)
 }
 
 // record notes the outcome of a pull from p at now. The first successful
