@@ -2,7 +2,6 @@ package node
 
 import (
 	"context"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"net"
@@ -95,7 +94,8 @@ const maxGossipMessage = 64 << 10
 // (protocol.SignAd), so GossipSub's own message signature is left out:
 // messages have no author, seqno or signature (StrictNoSign, and a message
 // that carries them is rejected), and a message's ID is the SHA-256 of its
-// data, so copies of one ad are one message whoever forwards them. The
+// ad bytes and signature (adMessageID), so copies of one ad are one
+// message whoever forwards them and however the wrapper is encoded. The
 // advertiser's signature over its peer ID is what attributes an ad to its
 // origin, on gossip as on table sync; a relay can pass an ad on but not
 // forge or alter one. This halves the signature checks per gossiped ad and
@@ -109,11 +109,14 @@ func adWireOptions() []pubsub.Option {
 	}
 }
 
-// adMessageID is the GossipSub message ID on the capacity topic: the
-// SHA-256 of the message data.
+// adMessageID is the GossipSub message ID on the capacity topic: the ad's
+// protocol.AdID, a hash of its signed bytes and its signature. A hash of
+// the message bytes let a relay mint new IDs for one ad by re-encoding its
+// wrapper (an unknown field, say): each variant still validated and went
+// round the pool as a new message.
 func adMessageID(m *pubsubpb.Message) string {
-	h := sha256.Sum256(m.GetData())
-	return string(h[:])
+	id := protocol.AdID(m.GetData())
+	return string(id[:])
 }
 
 func scoreThresholds() *pubsub.PeerScoreThresholds {

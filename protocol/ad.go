@@ -1,6 +1,8 @@
 package protocol
 
 import (
+	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"time"
@@ -56,6 +58,33 @@ func SignAd(key crypto.PrivKey, ad *pb.CapacityAd) (*pb.SignedAd, error) {
 // MarshalSignedAd returns the bytes that travel on the capacity topic.
 func MarshalSignedAd(s *pb.SignedAd) ([]byte, error) { return proto.Marshal(s) }
 
+// AdID identifies the SignedAd encoded in data by what validation reads of
+// it, its ad bytes and its signature, not by how the wrapper is encoded:
+// a relay that adds unknown fields, reorders or repeats fields, or writes a
+// length as a longer varint passes an ad that still validates, and must not
+// make it a new message (the GossipSub message ID, see node.adMessageID).
+// The ad bytes are signed, so nobody but the advertiser can change them;
+// the signature is not malleable by anyone else (canonical S and R
+// required), and it is part of the ID so that a copy with a broken
+// signature never shares the valid ad's ID. Data that does not decode to
+// a SignedAd with both parts is identified by its bytes (it is rejected
+// anyway). The two are hashed under different prefixes.
+func AdID(data []byte) [sha256.Size]byte {
+	var s pb.SignedAd
+	if len(data) > MaxAdSize || proto.Unmarshal(data, &s) != nil || len(s.Ad) == 0 || len(s.Signature) == 0 {
+		h := sha256.New()
+		h.Write([]byte("swarmgen-ad-id-raw:"))
+		h.Write(data)
+		return [sha256.Size]byte(h.Sum(nil))
+	}
+	h := sha256.New()
+	h.Write([]byte("swarmgen-ad-id:"))
+	h.Write(binary.AppendUvarint(nil, uint64(len(s.Ad))))
+	h.Write(s.Ad)
+	h.Write(s.Signature)
+	return [sha256.Size]byte(h.Sum(nil))
+}
+
 // VerifiedAd is an ad that passed every check, with the signed form kept
 // for relaying.
 type VerifiedAd struct {
@@ -100,6 +129,11 @@ func VerifyAds(ads []*pb.SignedAd, from peer.ID, pool string, now time.Time) (vs
 		if err != nil {
 			errs[i] = err
 			continue
+		}
+		if len(s.ProtoReflect().GetUnknown()) > 0 {
+			// What a relay added to the wrapper is not kept, nor served on
+			// by table sync: only the two fields count (see AdID).
+			s = &pb.SignedAd{Ad: s.Ad, Signature: s.Signature}
 		}
 		vs[i] = &VerifiedAd{Ad: ad, Signed: s, Peer: pid}
 		checks = append(checks, sigCheck{pid, domainAd, s.Ad, s.Signature})

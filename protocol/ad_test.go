@@ -10,6 +10,7 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/swarmgen/swarmgen/protocol/pb"
@@ -200,6 +201,14 @@ func FuzzDecodeAd(f *testing.F) {
 		if err == nil && (v == nil || v.Ad.Capacity == nil || v.Ad.Capacity.CpuMillis < 0) {
 			t.Fatalf("accepted invalid ad: %v", v)
 		}
+		if err == nil {
+			// However the accepted bytes were encoded, they are the same
+			// message as the canonical encoding of what was verified.
+			canonical, merr := MarshalSignedAd(v.Signed)
+			if merr != nil || AdID(data) != AdID(canonical) {
+				t.Fatalf("accepted encoding has another ID than its canonical form (%v)", merr)
+			}
+		}
 	})
 }
 
@@ -233,4 +242,30 @@ func FuzzVerifyResult(f *testing.F) {
 	f.Fuzz(func(t *testing.T, res, sig []byte) {
 		_, _ = VerifyResult(&pb.SignedResult{Result: res, Signature: sig}, id, "j", "t", 0)
 	})
+}
+
+// An unknown field a relay adds to the SignedAd wrapper does not change the
+// ad's ID and is not kept in what VerifyAd returns (which table sync serves
+// on).
+func TestAdIDAndVerifyIgnoreWrapperFields(t *testing.T) {
+	k, id := testKey(t)
+	now := time.Unix(1_800_000_000, 0)
+	data := encode(t, k, validAd(id, now))
+	padded := protowire.AppendBytes(protowire.AppendTag(append([]byte(nil), data...), 99, protowire.BytesType), []byte("relay"))
+	if AdID(padded) != AdID(data) {
+		t.Fatal("an unknown wrapper field changed the ad's ID")
+	}
+	v, err := DecodeAd(padded, "", "p", now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, _ := MarshalSignedAd(v.Signed); !bytes.Equal(out, data) {
+		t.Fatal("the verified ad keeps the relay's wrapper field")
+	}
+	var s pb.SignedAd
+	_ = proto.Unmarshal(data, &s)
+	s.Signature[0] ^= 1
+	if bad, _ := proto.Marshal(&s); AdID(bad) == AdID(data) {
+		t.Fatal("another signature, same ID")
+	}
 }
