@@ -29,8 +29,11 @@ var errTableFull = errors.New("capacity table full")
 type AdStats struct {
 	Accepted atomic.Int64
 	Stale    atomic.Int64 // replayed or out-of-order seq: ignored
-	mu       sync.Mutex
-	rejected map[string]int64 // by protocol.AdReasons sentinel text
+	// SyncFaults counts table-sync responses that carried invalid ads (or
+	// broke the response limits); the ads are also counted by reason.
+	SyncFaults atomic.Int64
+	mu         sync.Mutex
+	rejected   map[string]int64 // by protocol.AdReasons sentinel text
 }
 
 func (s *AdStats) reject(err error) {
@@ -65,8 +68,9 @@ func (s *AdStats) Rejected() map[string]int64 {
 
 // newPubSub starts GossipSub with the capacity topic's wire options
 // (adWireOptions), a fast heartbeat and peer scoring calibrated for one slow
-// periodic topic; docs/protocol.md explains the numbers.
-func newPubSub(ctx context.Context, h host.Host, cfg *Config, topic string) (*pubsub.PubSub, error) {
+// periodic topic; docs/protocol.md explains the numbers. appScore is the
+// application-specific score (P5); GossipSub calls it under its own lock.
+func newPubSub(ctx context.Context, h host.Host, cfg *Config, topic string, appScore func(peer.ID) float64) (*pubsub.PubSub, error) {
 	params := pubsub.DefaultGossipSubParams()
 	// Ads are small and rare: a faster heartbeat forms the mesh sooner after
 	// a node joins and costs little on a single topic.
@@ -76,7 +80,7 @@ func newPubSub(ctx context.Context, h host.Host, cfg *Config, topic string) (*pu
 		pubsub.WithGossipSubParams(params),
 		pubsub.WithPeerExchange(true),
 		pubsub.WithFloodPublish(true),
-		pubsub.WithPeerScore(scoreParams(topic, cfg.AdInterval), scoreThresholds()),
+		pubsub.WithPeerScore(scoreParams(topic, cfg.AdInterval, appScore), scoreThresholds()),
 	)
 	ps, err := pubsub.NewGossipSub(ctx, h, opts...)
 	if err != nil {
@@ -136,7 +140,9 @@ func scoreThresholds() *pubsub.PeerScoreThresholds {
 // which deliver new ads first (P2) and stay in the mesh (P1) are kept, and
 // that many identities from one IP (P6) gain nothing, except on loopback
 // where devnets live (LAN pools behind one NAT address are a known cost).
-func scoreParams(topic string, adInterval time.Duration) *pubsub.PeerScoreParams {
+// appScore (P5, weight 1) penalises peers that served invalid ads by table
+// sync (syncFaults), which GossipSub cannot see.
+func scoreParams(topic string, adInterval time.Duration, appScore func(peer.ID) float64) *pubsub.PeerScoreParams {
 	decay := func(d time.Duration) float64 { return pubsub.ScoreParameterDecay(d) }
 	_, loop4, _ := net.ParseCIDR("127.0.0.0/8")
 	_, loop6, _ := net.ParseCIDR("::1/128")
@@ -155,7 +161,7 @@ func scoreParams(topic string, adInterval time.Duration) *pubsub.PeerScoreParams
 			},
 		},
 		TopicScoreCap:               50,
-		AppSpecificScore:            func(peer.ID) float64 { return 0 },
+		AppSpecificScore:            appScore,
 		AppSpecificWeight:           1,
 		IPColocationFactorWeight:    -10,
 		IPColocationFactorThreshold: 8,

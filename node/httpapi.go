@@ -53,6 +53,7 @@ func (n *Node) apiHandler() http.Handler {
 			"adsAccepted": n.adStats.Accepted.Load(),
 			"adsStale":    n.adStats.Stale.Load(),
 			"adsRejected": n.adStats.Rejected(),
+			"syncFaults":  n.adStats.SyncFaults.Load(),
 			"tablePeers":  n.table.Len(),
 			"connected":   len(n.host.Network().Peers()),
 		}

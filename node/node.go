@@ -83,6 +83,7 @@ type Node struct {
 	syncedMu sync.Mutex
 	synced   map[peer.ID]time.Time // last pull on connect per peer, bounded (onConnected)
 	tsync    syncSched             // anti-entropy plan and pull-back limits (tablesync.go)
+	faults   syncFaults            // peers that served invalid ads by table sync (syncfault.go)
 
 	registry    *jobspec.Registry
 	results     *results
@@ -159,7 +160,7 @@ func (n *Node) start(ctx context.Context, o *options) error {
 	n.host.Network().Notify(&network.NotifyBundle{ConnectedF: n.onConnected})
 
 	topicName := protocol.CapacityTopic(n.cfg.Pool)
-	if n.ps, err = newPubSub(n.ctx, n.host, &n.cfg, topicName); err != nil {
+	if n.ps, err = newPubSub(n.ctx, n.host, &n.cfg, topicName, n.appScore); err != nil {
 		return err
 	}
 	if err := n.ps.RegisterTopicValidator(topicName, n.adValidator); err != nil {
@@ -327,6 +328,9 @@ func (n *Node) onConnected(_ network.Network, c network.Conn) {
 		return
 	}
 	p := c.RemotePeer()
+	if n.faults.suspended(p, n.now()) {
+		return
+	}
 	n.syncedMu.Lock()
 	ok := claimPeer(n.synced, p, time.Now(), syncOnConnectEvery, maxSyncedPeers)
 	n.syncedMu.Unlock()

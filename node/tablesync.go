@@ -2,9 +2,12 @@ package node
 
 import (
 	"bufio"
+	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"time"
 
@@ -93,8 +96,10 @@ const pullBackEvery = time.Second
 // piled up ahead of every other sync. Dropping every pull-back that found
 // no free slot instead slowed a 100-node pool's convergence by ~1 s: while
 // a pool forms, the slots are busy most of the time.
+//
+// A peer suspended for serving invalid ads (syncFaults) is not pulled back.
 func (n *Node) pullBack(p peer.ID) {
-	if n.ctx.Err() != nil || !n.tsync.claimPullBack(p, time.Now()) {
+	if n.ctx.Err() != nil || n.faults.suspended(p, n.now()) || !n.tsync.claimPullBack(p, time.Now()) {
 		return
 	}
 	if n.pullBacksWaiting.Add(1) > maxPullBacksWaiting {
@@ -113,9 +118,17 @@ func (n *Node) pullBack(p peer.ID) {
 const maxPullBacksWaiting = maxSyncInFlight
 
 // syncFromThen is syncFrom that calls slotted once it holds a sync slot or
-// gave up waiting for one.
+// gave up waiting for one. A peer suspended for serving invalid ads
+// (syncFaults) is not pulled from; that counts as a failed sync.
 func (n *Node) syncFromThen(ctx context.Context, p peer.ID, slotted func()) error {
-	r, err := n.pullThen(ctx, p, slotted)
+	var r pullResult
+	var err error
+	if n.faults.suspended(p, n.now()) {
+		slotted()
+		err = fmt.Errorf("table sync with %s: %w", p, errSyncSuspended)
+	} else {
+		r, err = n.pullThen(ctx, p, slotted)
+	}
 	n.tsync.record(p, r, err, time.Now())
 	return err
 }
@@ -156,7 +169,11 @@ func (n *Node) pullThen(ctx context.Context, p peer.ID, slotted func()) (pullRes
 }
 
 // pullHolding is the sync itself, for pullThen once it holds a slot; ctx
-// carries the sync's deadline.
+// carries the sync's deadline. A response that no honest peer sends (over
+// the limits, undecodable, or with ads that fail verification for reasons
+// other than clock skew) counts against p (syncFault) and fails the sync
+// with errSyncFault; the valid ads in it are kept, since their own
+// signatures vouch for them.
 func (n *Node) pullHolding(ctx context.Context, p peer.ID) (pullResult, error) {
 	s, err := n.host.NewStream(network.WithAllowLimitedConn(ctx, "table-sync"), p, protocol.TableProtocol)
 	if err != nil {
@@ -172,10 +189,16 @@ func (n *Node) pullHolding(ctx context.Context, p peer.ID) (pullResult, error) {
 	var resp pb.TableResponse
 	if err := protocol.ReadMsg(bufio.NewReader(s), protocol.MaxTableResponse, &resp); err != nil {
 		_ = s.Reset()
-		return pullResult{}, fmt.Errorf("table sync with %s: %w", p, err)
+		err = fmt.Errorf("table sync with %s: %w", p, err)
+		if errors.Is(err, protocol.ErrTooLarge) || errors.Is(err, proto.Error) {
+			n.syncFault(p, err)
+		}
+		return pullResult{}, err
 	}
 	if len(resp.Ads) > maxAdsPerSync+1 {
-		return pullResult{}, fmt.Errorf("table sync with %s: %d ads, limit %d", p, len(resp.Ads), maxAdsPerSync+1)
+		err := fmt.Errorf("table sync with %s: %w: %d ads, limit %d", p, errSyncFault, len(resp.Ads), maxAdsPerSync+1)
+		n.syncFault(p, err)
+		return pullResult{}, err
 	}
 	now := n.now()
 	var r pullResult
@@ -188,9 +211,14 @@ func (n *Node) pullHolding(ctx context.Context, p peer.ID) (pullResult, error) {
 	// One batch for the lot: a joining node's pulls bring ~all the pool's
 	// ads, and their signatures are most of the CPU it spends joining.
 	vs, errs := protocol.VerifyAds(fresh, "", n.cfg.Pool, now)
+	bad, firstBad := 0, error(nil)
 	for i, v := range vs {
 		if err := errs[i]; err != nil {
 			n.adStats.reject(err)
+			if syncAdFault(fresh[i], err, now) {
+				bad++
+				firstBad = cmp.Or(firstBad, err)
+			}
 			continue
 		}
 		if v.Peer == n.id {
@@ -203,6 +231,11 @@ func (n *Node) pullHolding(ctx context.Context, p peer.ID) (pullResult, error) {
 		case scheduler.Updated:
 			r.news++
 		}
+	}
+	if bad > 0 {
+		err := fmt.Errorf("table sync with %s: %w: %d of %d ads, first: %w", p, errSyncFault, bad, len(fresh), firstBad)
+		n.syncFault(p, err)
+		return r, err
 	}
 	return r, nil
 }
@@ -270,8 +303,10 @@ func (n *Node) antiEntropyLoop(ctx context.Context) {
 		}
 		last = time.Now()
 		rounds++
-		if !news || explore || n.host.Network().Connectedness(p) != network.Connected {
-			peers := n.ps.ListPeers(protocol.CapacityTopic(n.cfg.Pool))
+		if !news || explore || n.host.Network().Connectedness(p) != network.Connected || n.faults.suspended(p, last) {
+			// Peers suspended for serving invalid ads are never picked.
+			peers := slices.DeleteFunc(n.ps.ListPeers(protocol.CapacityTopic(n.cfg.Pool)),
+				func(q peer.ID) bool { return n.faults.suspended(q, last) })
 			if len(peers) == 0 {
 				continue
 			}
