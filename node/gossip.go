@@ -199,7 +199,7 @@ func (n *Node) adValidator(ctx context.Context, from peer.ID, msg *pubsub.Messag
 		n.adStats.Stale.Add(1)
 		return pubsub.ValidationIgnore
 	}
-	v, err := protocol.VerifyAd(&sa, "", n.cfg.Pool, n.now())
+	v, err := n.keys.VerifyAd(&sa, "", n.cfg.Pool, n.now())
 	if err != nil {
 		return n.rejectAd(from, err)
 	}

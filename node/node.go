@@ -84,6 +84,7 @@ type Node struct {
 	synced   map[peer.ID]time.Time // last pull on connect per peer, bounded (onConnected)
 	tsync    syncSched             // anti-entropy plan and pull-back limits (tablesync.go)
 	faults   syncFaults            // peers that served invalid ads by table sync (syncfault.go)
+	keys     *protocol.KeyCache    // peers' expanded keys: their ads and results are checked again and again
 
 	registry    *jobspec.Registry
 	results     *results
@@ -137,6 +138,7 @@ func New(ctx context.Context, cfg Config, opts ...Option) (*Node, error) {
 		adTrigger:   make(chan struct{}, 1),
 		tableChange: make(chan struct{}),
 		synced:      map[peer.ID]time.Time{},
+		keys:        protocol.NewKeyCache(0),
 		loadFn:      func() api.Load { return api.Load{} },
 		warmFn:      func() []string { return nil },
 	}

@@ -72,7 +72,6 @@ type submitter struct {
 	db     *stateDB
 	hub    *eventHub
 	inbox  chan func(now time.Time) []scheduler.Action
-	keys   *protocol.KeyCache // providers' keys, for their signed results
 
 	// Owned by the loop goroutine.
 	attempts map[attemptKey]context.CancelFunc
@@ -108,7 +107,6 @@ func newSubmitter(n *Node, reg *jobspec.Registry, db *stateDB, cfg scheduler.Con
 		limits:     jobspec.DefaultLimits(),
 		db:         db,
 		hub:        newEventHub(),
-		keys:       protocol.NewKeyCache(0),
 		inbox:      make(chan func(time.Time) []scheduler.Action, inboxCapacity),
 		attempts:   map[attemptKey]context.CancelFunc{},
 		sessions:   map[peer.ID]*taskSession{},
@@ -693,7 +691,7 @@ func (s *submitter) relayUpdates(ctx context.Context, a scheduler.Assign, next f
 }
 
 func (s *submitter) finish(ctx context.Context, a scheduler.Assign, u *pb.TaskUpdate, fail func(string)) {
-	res, err := s.keys.VerifyResult(u.Result, a.Peer, a.JobID, a.TaskID, int32(a.Attempt))
+	res, err := s.n.keys.VerifyResult(u.Result, a.Peer, a.JobID, a.TaskID, int32(a.Attempt))
 	if err != nil {
 		fail("invalid result: " + err.Error())
 		return

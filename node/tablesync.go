@@ -210,7 +210,7 @@ func (n *Node) pullHolding(ctx context.Context, p peer.ID) (pullResult, error) {
 	}
 	// One batch for the lot: a joining node's pulls bring ~all the pool's
 	// ads, and their signatures are most of the CPU it spends joining.
-	vs, errs := protocol.VerifyAds(fresh, "", n.cfg.Pool, now)
+	vs, errs := n.keys.VerifyAds(fresh, "", n.cfg.Pool, now)
 	bad, firstBad := 0, error(nil)
 	for i, v := range vs {
 		if err := errs[i]; err != nil {

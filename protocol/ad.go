@@ -111,7 +111,13 @@ func DecodeAd(data []byte, from peer.ID, pool string, now time.Time) (*VerifiedA
 
 // VerifyAd validates an already decoded SignedAd; see DecodeAd.
 func VerifyAd(s *pb.SignedAd, from peer.ID, pool string, now time.Time) (*VerifiedAd, error) {
-	vs, errs := VerifyAds([]*pb.SignedAd{s}, from, pool, now)
+	return (*KeyCache)(nil).VerifyAd(s, from, pool, now)
+}
+
+// VerifyAd is the package's VerifyAd with the keys of k (a node checks
+// each peer's ad again every ad interval).
+func (k *KeyCache) VerifyAd(s *pb.SignedAd, from peer.ID, pool string, now time.Time) (*VerifiedAd, error) {
+	vs, errs := k.VerifyAds([]*pb.SignedAd{s}, from, pool, now)
 	return vs[0], errs[0]
 }
 
@@ -120,6 +126,11 @@ func VerifyAd(s *pb.SignedAd, from peer.ID, pool string, now time.Time) (*Verifi
 // cost of checking them one by one. ads[i] yields either vs[i] or errs[i];
 // a bad ad does not affect the others.
 func VerifyAds(ads []*pb.SignedAd, from peer.ID, pool string, now time.Time) (vs []*VerifiedAd, errs []error) {
+	return (*KeyCache)(nil).VerifyAds(ads, from, pool, now)
+}
+
+// VerifyAds is the package's VerifyAds with the keys of k.
+func (k *KeyCache) VerifyAds(ads []*pb.SignedAd, from peer.ID, pool string, now time.Time) (vs []*VerifiedAd, errs []error) {
 	vs = make([]*VerifiedAd, len(ads))
 	errs = make([]error, len(ads))
 	checks := make([]sigCheck, 0, len(ads))
@@ -139,7 +150,7 @@ func VerifyAds(ads []*pb.SignedAd, from peer.ID, pool string, now time.Time) (vs
 		checks = append(checks, sigCheck{pid, domainAd, s.Ad, s.Signature})
 		idx = append(idx, i)
 	}
-	for j, err := range verifyAll(nil, checks) {
+	for j, err := range verifyAll(k, checks) {
 		i := idx[j]
 		if err == nil {
 			err = checkAd(vs[i].Ad, pool, now)

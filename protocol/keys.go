@@ -8,11 +8,12 @@ import (
 )
 
 // KeyCache keeps the Ed25519 keys of the peers whose signatures a node
-// checks again and again, expanded: a submitter checks one signed result
-// per task, from a few providers, and a check with an expanded key costs
+// checks again and again, expanded: a node checks each peer's ad once per
+// ad interval, a submitter one signed result per task from a few
+// providers, and a check with an expanded key costs
 // ~40% less (curve25519-voi: ~55 µs against ~90 µs on the 2-core VM, for
 // ~11 µs of expansion once). A key is expanded at its signer's second
-// check, so peers seen once (a joining node checking a whole table of ads)
+// good signature, so peers seen once (a joining node checking a whole table of ads)
 // cost nothing but a map entry. Each node has its own cache: nodes sharing
 // a process (a devnet) must not share each other's work. At most max keys
 // are kept (an expanded key is ~1.5 KiB); past that an arbitrary one makes
@@ -40,12 +41,26 @@ func NewKeyCache(max int) *KeyCache {
 	return &KeyCache{max: max, m: map[peer.ID]*cachedKey{}}
 }
 
-// expanded records a check of a signature by signer, whose key is pub, and
-// returns the expanded key once it is worth having (nil before, and for a
-// key that does not expand: the plain check then rejects it).
-func (k *KeyCache) expanded(signer peer.ID, pub voi.PublicKey) *voi.ExpandedPublicKey {
+// expanded returns signer's expanded key, or nil while it has none.
+func (k *KeyCache) expanded(signer peer.ID) *voi.ExpandedPublicKey {
 	if k == nil {
 		return nil
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if e := k.m[signer]; e != nil {
+		return e.exp
+	}
+	return nil
+}
+
+// verified records a good signature by signer, whose key is pub, and
+// expands the key at its second. Only good signatures count, so a peer
+// sending forgeries under made-up signers neither gets keys expanded nor
+// fills the cache with them.
+func (k *KeyCache) verified(signer peer.ID, pub voi.PublicKey) {
+	if k == nil {
+		return
 	}
 	k.mu.Lock()
 	defer k.mu.Unlock()
@@ -58,17 +73,16 @@ func (k *KeyCache) expanded(signer peer.ID, pub voi.PublicKey) *voi.ExpandedPubl
 			}
 		}
 		k.m[signer] = &cachedKey{checks: 1}
-		return nil
+		return
 	}
 	e.checks++
 	if e.exp == nil && e.checks >= 2 {
-		// The peer ID embeds the key, so it cannot change under the
-		// same signer: no need to compare pub with what was expanded.
+		// The peer ID embeds the key, so the key cannot change under
+		// the same signer.
 		if exp, err := voi.NewExpandedPublicKey(pub); err == nil {
 			e.exp = exp
 		}
 	}
-	return e.exp
 }
 
 // Len returns how many keys the cache holds.

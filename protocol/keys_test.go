@@ -46,12 +46,24 @@ func TestKeyCacheVerifies(t *testing.T) {
 	if errs[0] != nil || errs[1] != nil || !errors.Is(errs[2], ErrBadSignature) {
 		t.Fatalf("expanded batch: %v", errs)
 	}
+	// Forgeries under made-up signers are not recorded.
+	before := k.Len()
 	for range 10 {
-		_, id := testKey(t)
-		_ = verify(k, id, domainResult, payload, good)
+		_, forged := testKey(t)
+		_ = verify(k, forged, domainResult, payload, good)
 	}
-	if n := k.Len(); n > 3 {
-		t.Fatalf("cache holds %d keys, bound 3", n)
+	if k.Len() != before {
+		t.Fatalf("forged signatures added %d keys", k.Len()-before)
+	}
+	for range 10 {
+		key, id := testKey(t)
+		sig, _ := sign(key, domainResult, payload)
+		if err := verify(k, id, domainResult, payload, sig); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := k.Len(); n != 3 {
+		t.Fatalf("cache holds %d keys, want its bound 3", n)
 	}
 	var nilCache *KeyCache
 	if err := verify(nilCache, id, domainResult, payload, good); err != nil || nilCache.Len() != 0 {

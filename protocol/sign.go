@@ -92,6 +92,7 @@ func verifyAll(keys *KeyCache, checks []sigCheck) []error {
 	errs := make([]error, len(checks))
 	type pending struct {
 		i        int
+		signer   peer.ID
 		key      voi.PublicKey
 		exp      *voi.ExpandedPublicKey
 		msg, sig []byte
@@ -111,9 +112,9 @@ func verifyAll(keys *KeyCache, checks []sigCheck) []error {
 				errs[i] = ErrBadSignature
 			}
 		default:
-			exp := keys.expanded(c.signer, key)
+			exp := keys.expanded(c.signer)
 			allExpanded = allExpanded && exp != nil
-			batch = append(batch, pending{i, key, exp, c.message(), c.sig})
+			batch = append(batch, pending{i, c.signer, key, exp, c.message(), c.sig})
 		}
 	}
 	switch len(batch) {
@@ -148,6 +149,13 @@ func verifyAll(keys *KeyCache, checks []sigCheck) []error {
 		for j, p := range batch {
 			if !valid[j] {
 				errs[p.i] = ErrBadSignature
+			}
+		}
+	}
+	if keys != nil {
+		for _, p := range batch {
+			if errs[p.i] == nil {
+				keys.verified(p.signer, p.key)
 			}
 		}
 	}
