@@ -151,11 +151,15 @@ func (c *Coordinator) Submit(now time.Time, rec JobRecord) ([]Action, error) {
 
 func (c *Coordinator) addJob(rec JobRecord, now time.Time) *job {
 	c.added++
-	j := &job{rec: rec, status: api.JobPending, created: now, updated: now, seed: SeedFor(rec.ID, c.cfg.Rand), added: c.added}
+	j := &job{rec: rec, status: api.JobPending, created: now, updated: now, seed: SeedFor(rec.ID, c.cfg.Rand), added: c.added,
+		needy: newTaskSet(len(rec.Tasks)), withCopies: newTaskSet(len(rec.Tasks)), queued: newTaskSet(len(rec.Tasks)),
+		live: map[peer.ID]int{}}
+	j.tasks = make([]*task, 0, len(rec.Tasks))
 	for i, ts := range rec.Tasks {
-		t := &task{job: j, id: TaskID(rec.ID, i), spec: ts, status: api.TaskPending,
+		t := &task{job: j, pos: i, id: TaskID(rec.ID, i), spec: ts, status: api.TaskPending,
 			excluded: map[peer.ID]bool{}, declined: map[peer.ID]int{}}
 		j.tasks = append(j.tasks, t)
+		j.needy.add(i)
 		c.tasks[t.id] = t
 	}
 	c.jobs[rec.ID] = j
@@ -218,7 +222,8 @@ func (c *Coordinator) Tick(now time.Time, table []Entry) []Action {
 func (c *Coordinator) checkAttempts(now time.Time, j *job) []Action {
 	var acts []Action
 	hb := c.cfg.HeartbeatTimeout
-	for _, t := range j.tasks {
+	for i := j.withCopies.next(0); i >= 0 && !j.terminal(); i = j.withCopies.next(i + 1) {
+		t := j.tasks[i]
 		for _, cp := range slices.Clone(t.copies) {
 			if j.terminal() || !slices.Contains(t.copies, cp) {
 				break
@@ -248,12 +253,13 @@ func (c *Coordinator) speculate(now time.Time, j *job) {
 	if float64(j.completed()) < c.cfg.SpeculateAfter*others-1e-9 {
 		return
 	}
-	for _, t := range j.tasks {
+	for i := j.withCopies.next(0); i >= 0; i = j.withCopies.next(i + 1) {
+		t := j.tasks[i]
 		if t.status != api.TaskRunning || t.fetching != nil || t.wantSpec || t.specCopies > 0 || len(t.copies) != 1 {
 			continue
 		}
 		if cp := t.copies[0]; cp.running && now.Sub(cp.startedAt) >= c.cfg.SpeculateMinAge {
-			t.wantSpec = true
+			t.setWantSpec(true)
 		}
 	}
 }
@@ -263,16 +269,16 @@ func (c *Coordinator) place(now time.Time, j *job) []Action {
 	if j.terminal() || j.assembling || j.round != nil || now.Before(j.nextBidAt) {
 		return nil
 	}
-	needy := j.needy()
-	if len(needy) == 0 {
+	needy := j.needy.len()
+	if needy == 0 {
 		return nil
 	}
 	// A peer blocked for every task that needs placing is not asked.
 	exclude := map[peer.ID]Reason{}
 	for _, e := range c.table {
 		all := true
-		for _, t := range needy {
-			if !t.blocked(e.Peer) {
+		for i := j.needy.next(0); i >= 0; i = j.needy.next(i + 1) {
+			if !j.tasks[i].blocked(e.Peer) {
 				all = false
 				break
 			}
@@ -281,18 +287,12 @@ func (c *Coordinator) place(now time.Time, j *job) []Action {
 			exclude[e.Peer] = ReasonExcludedAfterFailure
 		}
 	}
-	placed := map[peer.ID]int{}
-	for _, t := range j.tasks {
-		for _, cp := range t.copies {
-			placed[cp.peer]++
-		}
-	}
 	delta := make(map[peer.ID]int, len(c.load))
 	for p, pl := range c.load {
 		delta[p] = pl.delta
 	}
 	cands, rej := Rank(c.table, SelectContext{
-		Now: now, Req: &j.rec.Requirements, Exclude: exclude, SlotDelta: delta, Placed: placed,
+		Now: now, Req: &j.rec.Requirements, Exclude: exclude, SlotDelta: delta, Placed: j.live,
 		Reliability: c.reliabilityScore, Self: c.cfg.Self, Seed: j.seed,
 	})
 	j.rejections = rej.Counts()
@@ -317,7 +317,7 @@ func (c *Coordinator) place(now time.Time, j *job) []Action {
 	j.round = r
 	res := j.rec.Resources
 	req := &pb.BidRequest{
-		JobId: j.rec.ID, Tasks: int32(len(needy)), TemplateId: j.rec.TemplateID,
+		JobId: j.rec.ID, Tasks: int32(needy), TemplateId: j.rec.TemplateID,
 		Executor: j.rec.Executors[0], Image: j.rec.Image, Model: j.rec.Model,
 		Resources:      &pb.Resources{CpuMillis: res.CPUMillis, Memory: res.Memory, Gpus: int32(res.GPUs), GpuMemory: res.GPUMemory},
 		MaxPriceMicros: j.rec.Constraints.MaxPricePerTaskMicros,
@@ -346,6 +346,7 @@ func (c *Coordinator) OnBids(now time.Time, r0 RequestBids, bids map[peer.ID]*pb
 		score float64
 	}
 	var offers []*offer
+	room := 0 // slots left over all offers
 	rej := make(Rejections)
 	for _, p := range r.peers {
 		b := bids[p]
@@ -367,6 +368,7 @@ func (c *Coordinator) OnBids(now time.Time, r0 RequestBids, bids map[peer.ID]*pb
 			}
 			s -= float64(max(b.EtaMs, 0)) / 60000
 			offers = append(offers, &offer{p: p, left: int(b.Slots), slots: int(b.Slots), score: s})
+			room += int(b.Slots)
 		}
 	}
 	if j.rejections == nil {
@@ -379,12 +381,16 @@ func (c *Coordinator) OnBids(now time.Time, r0 RequestBids, bids map[peer.ID]*pb
 	var acts []Action
 	assigned := 0
 	next := 0
-	for _, t := range j.needy() {
+	// Assigning only takes tasks out of needy, so the walk sees each task
+	// that needed a peer when it began once, in order.
+	for i := j.needy.next(0); i >= 0 && room > 0; i = j.needy.next(i + 1) {
+		t := j.tasks[i]
 		for k := range offers {
 			o := offers[(next+k)%len(offers)]
 			if o.left > 0 && !t.blocked(o.p) {
 				acts = append(acts, c.assign(now, j, t, o.p)...)
 				o.left--
+				room--
 				assigned++
 				next = (next + k + 1) % len(offers)
 				break
@@ -399,7 +405,7 @@ func (c *Coordinator) OnBids(now time.Time, r0 RequestBids, bids map[peer.ID]*pb
 			j.leases[o.p] = o.slots
 		}
 	}
-	if len(j.needy()) > 0 && assigned == 0 {
+	if j.needy.len() > 0 && assigned == 0 {
 		j.nextBidAt = now.Add(c.cfg.RebidInterval)
 		reasons := rej.Summary()
 		if len(reasons) == 0 {
@@ -419,14 +425,13 @@ func (c *Coordinator) assign(now time.Time, j *job, t *task, p peer.ID) []Action
 	// A copy is speculative only beside a live one: if the straggler died
 	// meanwhile, this is the task's ordinary next attempt.
 	spec := t.wantSpec && len(t.copies) > 0
-	t.wantSpec = t.wantSpec && spec
 	cp := &attemptCopy{attempt: t.nextAttempt, peer: p, assignedAt: now, lastHeard: now, speculative: spec}
-	t.copies = append(t.copies, cp)
+	t.addCopy(cp)
+	t.setWantSpec(false)
 	if spec {
-		t.wantSpec = false
 		t.specCopies++
 	} else {
-		t.status = api.TaskAssigned
+		t.setStatus(api.TaskAssigned)
 		t.provider = p
 	}
 	c.slotDelta(p, -1)
@@ -471,7 +476,7 @@ func (c *Coordinator) OnAssignReply(now time.Time, taskID string, attempt int, p
 	c.slotDelta(p, 1)
 	var acts []Action
 	if len(t.copies) == 0 && t.fetching == nil && t.done == nil {
-		t.status = api.TaskPending
+		t.setStatus(api.TaskPending)
 		t.provider = ""
 		acts = append(acts, c.taskEvent(now, t, p, "assignment declined: "+clip(reason)))
 	}
@@ -499,7 +504,7 @@ func (c *Coordinator) OnProgress(now time.Time, taskID string, attempt int, p pe
 		cp.running = true
 		cp.startedAt = now
 		if t.status == api.TaskAssigned && !cp.speculative {
-			t.status = api.TaskRunning
+			t.setStatus(api.TaskRunning)
 			if t.startedAt.IsZero() {
 				t.startedAt = now
 			}
@@ -547,8 +552,8 @@ func (c *Coordinator) OnResult(now time.Time, taskID string, attempt int, p peer
 		return c.refill(now, t.job, p)
 	}
 	t.fetching, t.provider, t.progress = ref, p, 1
-	t.status = api.TaskRunning
-	t.wantSpec = false
+	t.setStatus(api.TaskRunning)
+	t.setWantSpec(false)
 	acts := []Action{
 		FetchResult{JobID: t.job.rec.ID, TaskID: t.id, Attempt: attempt, Peer: p, Root: ref.Root},
 		c.taskEvent(now, t, p, fmt.Sprintf("result of attempt %d received; fetching", attempt)),
@@ -567,11 +572,8 @@ func (c *Coordinator) refill(now time.Time, j *job, p peer.ID) []Action {
 	live := j.liveOn(p)
 	room := lease - live
 	var acts []Action
-	for _, t := range j.tasks {
-		if room <= 0 {
-			break
-		}
-		if t.needsPlacement() && !t.blocked(p) {
+	for i := j.needy.next(0); i >= 0 && room > 0; i = j.needy.next(i + 1) {
+		if t := j.tasks[i]; !t.blocked(p) {
 			acts = append(acts, c.assign(now, j, t, p)...)
 			room--
 		}
@@ -592,7 +594,14 @@ const stealMinWait = 100 * time.Millisecond
 // through its queue. The queued attempt is cancelled (it is not a failure)
 // and the task is assigned to p.
 func (c *Coordinator) steal(now time.Time, j *job, p peer.ID) []Action {
-	for _, t := range j.tasks {
+	for i := j.queued.next(0); i >= 0; i = j.queued.next(i + 1) {
+		t := j.tasks[i]
+		if !slices.ContainsFunc(t.copies, func(cp *attemptCopy) bool { return !cp.running }) {
+			// Its copies all started or ended: only a new copy brings it
+			// back (addCopy).
+			j.queued.remove(i)
+			continue
+		}
 		if len(t.copies) != 1 || t.fetching != nil || t.done != nil || t.wantSpec || t.blocked(p) {
 			continue
 		}
@@ -605,7 +614,8 @@ func (c *Coordinator) steal(now time.Time, j *job, p peer.ID) []Action {
 		t.removeCopy(cp)
 		t.started--
 		c.slotDelta(cp.peer, 1)
-		t.status, t.provider = api.TaskPending, ""
+		t.setStatus(api.TaskPending)
+		t.provider = ""
 		acts := []Action{CancelTask{JobID: j.rec.ID, TaskID: t.id, Attempt: cp.attempt, Peer: cp.peer, Reason: "moved to an idle peer before it started"}}
 		return append(acts, c.assign(now, j, t, p)...)
 	}
@@ -639,14 +649,15 @@ func (c *Coordinator) OnFetched(now time.Time, taskID string, attempt int, ok bo
 	}
 	c.recordSuccess(ref.Peer)
 	t.done, t.backup = ref, nil
-	t.status, t.provider, t.finishedAt, t.progress, t.err = api.TaskCompleted, ref.Peer, now, 1, ""
-	t.wantSpec = false
+	t.setStatus(api.TaskCompleted)
+	t.provider, t.finishedAt, t.progress, t.err = ref.Peer, now, 1, ""
+	t.setWantSpec(false)
 	var acts []Action
 	for _, cp := range t.copies {
 		c.slotDelta(cp.peer, 1)
 		acts = append(acts, CancelTask{JobID: j.rec.ID, TaskID: t.id, Attempt: cp.attempt, Peer: cp.peer, Reason: "another copy finished first"})
 	}
-	t.copies = nil
+	t.clearCopies()
 	acts = append(acts, c.taskEvent(now, t, ref.Peer, "completed"))
 	if j.completed() == len(j.tasks) {
 		j.assembling = true
@@ -829,16 +840,16 @@ func (c *Coordinator) afterFailure(now time.Time, t *task, p peer.ID, why string
 	}
 	j := t.job
 	if t.failures >= j.rec.MaxAttempts {
-		t.status = api.TaskFailed
+		t.setStatus(api.TaskFailed)
 		t.finishedAt = now
 		acts := []Action{c.taskEvent(now, t, p, "failed: "+why)}
 		msg := fmt.Sprintf("task %d failed after %d attempts: %s", t.spec.Index, t.failures, why)
 		return append(acts, c.finish(now, j, api.JobFailed, msg)...)
 	}
-	t.status = api.TaskPending
+	t.setStatus(api.TaskPending)
 	t.provider = ""
 	t.progress = 0
-	t.wantSpec = false // nothing left to copy: the retry is an ordinary attempt
+	t.setWantSpec(false) // nothing left to copy: the retry is an ordinary attempt
 	acts := []Action{c.taskEvent(now, t, p, fmt.Sprintf("attempt failed (%d of %d): %s; retrying elsewhere", t.failures, j.rec.MaxAttempts, why))}
 	return append(acts, c.place(now, j)...)
 }
@@ -852,9 +863,11 @@ func (c *Coordinator) finish(now time.Time, j *job, status, msg string) []Action
 			c.slotDelta(cp.peer, 1)
 			acts = append(acts, CancelTask{JobID: j.rec.ID, TaskID: t.id, Attempt: cp.attempt, Peer: cp.peer, Reason: msg})
 		}
-		t.copies, t.fetching, t.backup, t.wantSpec = nil, nil, nil, false
+		t.clearCopies()
+		t.fetching, t.backup = nil, nil
+		t.setWantSpec(false)
 		if t.status != api.TaskCompleted && t.status != api.TaskFailed {
-			t.status = api.TaskCancelled
+			t.setStatus(api.TaskCancelled)
 			t.finishedAt = now
 			acts = append(acts, c.taskEvent(now, t, t.provider, msg))
 		}

@@ -18,7 +18,8 @@ import (
 // after every step: no task completes twice, no task is lost (each one not
 // finished is pending, has a live copy or a result being fetched), attempts
 // stay within maxAttempts (plus one speculative copy), an attempt never
-// goes to a peer excluded for its task or to a peer already running it.
+// goes to a peer excluded for its task or to a peer already running it,
+// and the job's incremental indexes match a recount (checkIndexes).
 func FuzzCoordinator(f *testing.F) {
 	f.Add([]byte{0, 1, 2, 4, 5, 8, 10})
 	f.Add([]byte{0, 1, 3, 0, 1, 7, 0, 1, 2, 4, 0, 0, 0, 0, 0, 5, 9, 1, 5, 8, 10})
@@ -194,6 +195,9 @@ func FuzzCoordinator(f *testing.F) {
 func checkInvariants(t *testing.T, c *Coordinator) {
 	t.Helper()
 	for _, j := range c.order {
+		if err := j.checkIndexes(); err != nil {
+			t.Fatalf("job %s: %v", j.rec.ID, err)
+		}
 		for _, tk := range j.tasks {
 			if tk.failures > j.rec.MaxAttempts+tk.specCopies+2 {
 				t.Fatalf("%s: %d failures, max %d", tk.id, tk.failures, j.rec.MaxAttempts)

@@ -95,20 +95,21 @@ type resultRef struct {
 
 type task struct {
 	job         *job
+	pos         int // in job.tasks
 	id          string
 	spec        jobspec.TaskSpec
-	status      string
-	nextAttempt int // the last attempt number handed out
-	started     int // attempts assigned and not declined
+	status      string // set with setStatus: the job's indexes follow it
+	nextAttempt int    // the last attempt number handed out
+	started     int    // attempts assigned and not declined
 	failures    int
 	specCopies  int
 	excluded    map[peer.ID]bool
 	declined    map[peer.ID]int
-	copies      []*attemptCopy
+	copies      []*attemptCopy // changed with addCopy, removeCopy, clearCopies
 	fetching    *resultRef
 	backup      *resultRef
 	done        *resultRef
-	wantSpec    bool
+	wantSpec    bool // set with setWantSpec
 	progress    float64
 	err         string
 	provider    peer.ID
@@ -152,21 +153,71 @@ func (t *task) findCopy(attempt int, p peer.ID) *attemptCopy {
 	return nil
 }
 
+// setStatus changes the task's status and keeps the job's indexes of it.
+func (t *task) setStatus(s string) {
+	j := t.job
+	if t.status == api.TaskCompleted {
+		j.nCompleted--
+	}
+	if s == api.TaskCompleted {
+		j.nCompleted++
+	}
+	t.status = s
+	j.needy.set(t.pos, t.needsPlacement())
+}
+
+// setWantSpec marks or unmarks the task as a straggler wanting a copy.
+func (t *task) setWantSpec(b bool) {
+	t.wantSpec = b
+	t.job.needy.set(t.pos, t.needsPlacement())
+}
+
+func (t *task) addCopy(cp *attemptCopy) {
+	j := t.job
+	t.copies = append(t.copies, cp)
+	j.live[cp.peer]++
+	j.withCopies.add(t.pos)
+	if !cp.running {
+		j.queued.add(t.pos)
+	}
+}
+
+// dropLive undoes addCopy's count of cp on its peer.
+func (t *task) dropLive(cp *attemptCopy) {
+	j := t.job
+	if j.live[cp.peer]--; j.live[cp.peer] <= 0 {
+		delete(j.live, cp.peer)
+	}
+}
+
 func (t *task) removeCopy(cp *attemptCopy) {
 	for i, x := range t.copies {
 		if x == cp {
 			t.copies = append(t.copies[:i], t.copies[i+1:]...)
+			t.dropLive(cp)
 			break
 		}
+	}
+	if len(t.copies) == 0 {
+		t.job.withCopies.remove(t.pos)
 	}
 	// The oldest remaining copy is the task's provider now.
 	if len(t.copies) > 0 && t.fetching == nil && t.done == nil {
 		t.provider = t.copies[0].peer
 		t.copies[0].speculative = false
 		if t.copies[0].running && t.status == api.TaskAssigned {
-			t.status = api.TaskRunning
+			t.setStatus(api.TaskRunning)
 		}
 	}
+}
+
+// clearCopies forgets every live copy (the caller cancels them).
+func (t *task) clearCopies() {
+	for _, cp := range t.copies {
+		t.dropLive(cp)
+	}
+	t.copies = nil
+	t.job.withCopies.remove(t.pos)
 }
 
 func (t *task) view() api.Task {
@@ -240,6 +291,15 @@ type job struct {
 	// next one goes there without another bid round. A decline or a
 	// failure on the peer ends its lease; a new round renews them.
 	leases map[peer.ID]int
+	// Indexes kept at every change of a task (setStatus, setWantSpec,
+	// addCopy, removeCopy, clearCopies), so that an event does not scan
+	// every task of its job: that made a job cost O(tasks²).
+	// checkIndexes (tests) recounts them.
+	needy      taskSet         // tasks that need a peer: needsPlacement
+	withCopies taskSet         // tasks with a live copy
+	queued     taskSet         // a superset of the tasks with a copy not reported running (steal); pruned as it is walked
+	live       map[peer.ID]int // live copies per peer
+	nCompleted int             // tasks completed
 	// asked: every peer asked for a bid. A bid reserves slots on the
 	// peer until the assignment comes; those a job never used are
 	// released when it ends (finish), or they would deny other jobs'
@@ -256,37 +316,10 @@ func (j *job) terminal() bool {
 }
 
 // liveOn counts the job's live attempts on p.
-func (j *job) liveOn(p peer.ID) int {
-	n := 0
-	for _, t := range j.tasks {
-		for _, cp := range t.copies {
-			if cp.peer == p {
-				n++
-			}
-		}
-	}
-	return n
-}
+func (j *job) liveOn(p peer.ID) int { return j.live[p] }
 
-func (j *job) needy() []*task {
-	var out []*task
-	for _, t := range j.tasks {
-		if t.needsPlacement() {
-			out = append(out, t)
-		}
-	}
-	return out
-}
-
-func (j *job) completed() int {
-	n := 0
-	for _, t := range j.tasks {
-		if t.status == api.TaskCompleted {
-			n++
-		}
-	}
-	return n
-}
+// completed counts the job's completed tasks.
+func (j *job) completed() int { return j.nCompleted }
 
 func (j *job) view() api.Job {
 	v := api.Job{

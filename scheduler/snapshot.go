@@ -261,7 +261,8 @@ func (c *Coordinator) Restore(now time.Time, data []byte) ([]Action, error) {
 	var acts []Action
 	for i, ts := range s.Tasks {
 		t := j.tasks[i]
-		t.status, t.nextAttempt, t.started, t.failures, t.specCopies = ts.Status, ts.NextAttempt, ts.Started, ts.Failures, ts.SpecCopies
+		t.setStatus(ts.Status)
+		t.nextAttempt, t.started, t.failures, t.specCopies = ts.NextAttempt, ts.Started, ts.Failures, ts.SpecCopies
 		ps := peers[i]
 		t.done, t.err, t.provider, t.progress, t.startedAt, t.finishedAt = ps.done, ts.Error, ps.provider, ts.Progress, ts.StartedAt, ts.FinishedAt
 		for _, p := range ps.excluded {
@@ -277,13 +278,15 @@ func (c *Coordinator) Restore(now time.Time, data []byte) ([]Action, error) {
 		switch {
 		case t.status == api.TaskCompleted || t.status == api.TaskFailed:
 		case ps.fetching != nil:
-			t.fetching, t.backup, t.status = ps.fetching, ps.backup, api.TaskRunning
+			t.fetching, t.backup = ps.fetching, ps.backup
+			t.setStatus(api.TaskRunning)
 			acts = append(acts, FetchResult{JobID: rec.ID, TaskID: t.id, Attempt: ps.fetching.Attempt, Peer: ps.fetching.Peer, Root: ps.fetching.Root})
 		case t.failures >= rec.MaxAttempts:
-			t.status = api.TaskFailed
+			t.setStatus(api.TaskFailed)
 			t.err = "out of attempts (submitter restarted during the last one)"
 		default:
-			t.status, t.provider, t.progress = api.TaskPending, "", 0
+			t.setStatus(api.TaskPending)
+			t.provider, t.progress = "", 0
 		}
 	}
 	if j.terminal() {
