@@ -351,12 +351,14 @@ func (s *submitter) forgetAttempts(jobID string) {
 // gcJobs forgets finished jobs whose bucket has expired (the job's bucket
 // TTL after it finished): the coordinator's record, the persisted state,
 // metadata and logs. Without it a long-running node would keep every job
-// it ever ran in memory. It runs on the loop goroutine.
+// it ever ran in memory. It runs on the loop goroutine, and decides from
+// each finished job's end time alone: building every retained job's view
+// (all its tasks) once a minute to read two fields cost O(all tasks kept).
 func (s *submitter) gcJobs(now time.Time) int {
 	removed := 0
 	var gone []string
-	for _, j := range s.coord.Jobs() {
-		if !isTerminal(j.Status) || j.FinishedAt.IsZero() {
+	for _, j := range s.coord.Ended() {
+		if j.FinishedAt.IsZero() {
 			continue
 		}
 		s.mu.Lock()

@@ -745,17 +745,47 @@ func (c *Coordinator) Status(id string) (string, bool) {
 // Jobs returns every job's view, oldest first.
 func (c *Coordinator) Jobs() []api.Job {
 	js := slices.Clone(c.order)
+	sortOldestFirst(js)
+	out := make([]api.Job, len(js))
+	for i, j := range js {
+		out[i] = j.view()
+	}
+	return out
+}
+
+// EndedJob is a finished job's ID and the time it finished (zero if a
+// snapshot did not record it).
+type EndedJob struct {
+	ID         string
+	FinishedAt time.Time
+}
+
+// Ended returns the finished (terminal) jobs, oldest first as Jobs lists
+// them, without building their views: it is for deciding what to forget,
+// which needs no task of a job.
+func (c *Coordinator) Ended() []EndedJob {
+	var js []*job
+	for _, j := range c.order {
+		if j.terminal() {
+			js = append(js, j)
+		}
+	}
+	sortOldestFirst(js)
+	out := make([]EndedJob, len(js))
+	for i, j := range js {
+		out[i] = EndedJob{ID: j.rec.ID, FinishedAt: j.finished}
+	}
+	return out
+}
+
+// sortOldestFirst orders jobs by creation, then by when they were added.
+func sortOldestFirst(js []*job) {
 	sort.Slice(js, func(a, b int) bool {
 		if !js[a].created.Equal(js[b].created) {
 			return js[a].created.Before(js[b].created)
 		}
 		return js[a].added < js[b].added
 	})
-	out := make([]api.Job, len(js))
-	for i, j := range js {
-		out[i] = j.view()
-	}
-	return out
 }
 
 // Rejections returns, per reason, how many peers the job's last placement

@@ -641,3 +641,31 @@ func TestLateBidsDoNotCloseANewRound(t *testing.T) {
 		t.Fatalf("the open round's own answers: %+v", cur)
 	}
 }
+
+// TestEnded: Ended lists the finished jobs only, in Jobs' order, with the
+// time each finished.
+func TestEnded(t *testing.T) {
+	c := newCoord(nil)
+	c.Tick(t0, []Entry{entry(t, 0)})
+	for _, id := range []string{"a", "b", "c"} {
+		must(c.Submit(t0, noopJob(t, id, 1, "")))
+	}
+	if e := c.Ended(); len(e) != 0 {
+		t.Fatalf("ended = %+v with every job live", e)
+	}
+	must(c.Cancel(t0.Add(2*time.Second), "c"))
+	must(c.Cancel(t0.Add(time.Second), "a"))
+	want := []EndedJob{{ID: "a", FinishedAt: t0.Add(time.Second)}, {ID: "c", FinishedAt: t0.Add(2 * time.Second)}}
+	if e := c.Ended(); !slices.Equal(e, want) {
+		t.Fatalf("ended = %+v, want %+v", e, want)
+	}
+	var fromViews []EndedJob
+	for _, j := range c.Jobs() {
+		if j.Status == api.JobCancelled {
+			fromViews = append(fromViews, EndedJob{ID: j.ID, FinishedAt: j.FinishedAt})
+		}
+	}
+	if !slices.Equal(fromViews, want) {
+		t.Fatalf("views say %+v", fromViews)
+	}
+}
