@@ -157,7 +157,7 @@ func (c *Coordinator) addJob(rec JobRecord, now time.Time) *job {
 	j.tasks = make([]*task, 0, len(rec.Tasks))
 	for i, ts := range rec.Tasks {
 		t := &task{job: j, pos: i, id: TaskID(rec.ID, i), spec: ts, status: api.TaskPending,
-			excluded: map[peer.ID]bool{}, declined: map[peer.ID]int{}}
+			excluded: map[peer.ID]bool{}, declined: map[peer.ID]declines{}}
 		j.tasks = append(j.tasks, t)
 		j.needy.add(i)
 		c.tasks[t.id] = t
@@ -273,18 +273,34 @@ func (c *Coordinator) place(now time.Time, j *job) []Action {
 	if needy == 0 {
 		return nil
 	}
-	// A peer blocked for every task that needs placing is not asked.
+	// A peer blocked for every task that needs placing is not asked. It
+	// is excluded after failure unless declines hold it back from one of
+	// them for now: then it is asked again when the first hold-back ends.
 	exclude := map[peer.ID]Reason{}
+	var heldUntil map[peer.ID]time.Time
 	for _, e := range c.table {
 		all := true
+		var until time.Time
 		for i := j.needy.next(0); i >= 0; i = j.needy.next(i + 1) {
-			if !j.tasks[i].blocked(e.Peer) {
+			t := j.tasks[i]
+			if !t.blocked(e.Peer, now) {
 				all = false
 				break
 			}
+			if u := t.heldBack(e.Peer, now); !u.IsZero() && !t.excluded[e.Peer] && !t.hasCopyOn(e.Peer) && (until.IsZero() || u.Before(until)) {
+				until = u
+			}
 		}
-		if all {
+		switch {
+		case !all:
+		case until.IsZero():
 			exclude[e.Peer] = ReasonExcludedAfterFailure
+		default:
+			exclude[e.Peer] = ReasonDeclinedRecently
+			if heldUntil == nil {
+				heldUntil = map[peer.ID]time.Time{}
+			}
+			heldUntil[e.Peer] = until
 		}
 	}
 	delta := make(map[peer.ID]int, len(c.load))
@@ -300,6 +316,23 @@ func (c *Coordinator) place(now time.Time, j *job) []Action {
 		reasons := rej.Summary()
 		if len(c.table) == 0 {
 			reasons = []string{"no peers in the capacity table yet"}
+		}
+		if ps := rej[ReasonDeclinedRecently]; len(ps) > 0 {
+			var first time.Time
+			for _, p := range ps {
+				if u := heldUntil[p]; first.IsZero() || u.Before(first) {
+					first = u
+				}
+			}
+			line := ReasonDeclinedRecently.Phrase(len(ps))
+			// Whole seconds, rounded up: the line changes once a second
+			// while the job waits, not on every Tick.
+			wait := (first.Sub(now) + time.Second - 1).Truncate(time.Second)
+			for k := range reasons {
+				if reasons[k] == line {
+					reasons[k] += fmt.Sprintf("; retrying in %s", wait)
+				}
+			}
 		}
 		return c.setReasons(now, j, reasons)
 	}
@@ -387,7 +420,7 @@ func (c *Coordinator) OnBids(now time.Time, r0 RequestBids, bids map[peer.ID]*pb
 		t := j.tasks[i]
 		for k := range offers {
 			o := offers[(next+k)%len(offers)]
-			if o.left > 0 && !t.blocked(o.p) {
+			if o.left > 0 && !t.blocked(o.p, now) {
 				acts = append(acts, c.assign(now, j, t, o.p)...)
 				o.left--
 				room--
@@ -459,7 +492,7 @@ func (c *Coordinator) assign(now time.Time, j *job, t *task, p peer.ID) []Action
 // OnAssignReply reports the provider's answer to an Assign. A decline is
 // not a failure (the bid was honest; the slot went elsewhere meanwhile):
 // the task goes back to pending; a peer that declines it twice is not asked
-// for it again.
+// for it again until a backoff has passed (declineBackoff, doubling).
 func (c *Coordinator) OnAssignReply(now time.Time, taskID string, attempt int, p peer.ID, accepted bool, reason string) []Action {
 	t, cp := c.find(taskID, attempt, p)
 	if cp == nil {
@@ -471,7 +504,7 @@ func (c *Coordinator) OnAssignReply(now time.Time, taskID string, attempt int, p
 	}
 	t.removeCopy(cp)
 	t.started--
-	t.declined[p]++
+	t.declinedBy(p, now)
 	delete(t.job.leases, p)
 	c.slotDelta(p, 1)
 	var acts []Action
@@ -573,7 +606,7 @@ func (c *Coordinator) refill(now time.Time, j *job, p peer.ID) []Action {
 	room := lease - live
 	var acts []Action
 	for i := j.needy.next(0); i >= 0 && room > 0; i = j.needy.next(i + 1) {
-		if t := j.tasks[i]; !t.blocked(p) {
+		if t := j.tasks[i]; !t.blocked(p, now) {
 			acts = append(acts, c.assign(now, j, t, p)...)
 			room--
 		}
@@ -602,7 +635,7 @@ func (c *Coordinator) steal(now time.Time, j *job, p peer.ID) []Action {
 			j.queued.remove(i)
 			continue
 		}
-		if len(t.copies) != 1 || t.fetching != nil || t.done != nil || t.wantSpec || t.blocked(p) {
+		if len(t.copies) != 1 || t.fetching != nil || t.done != nil || t.wantSpec || t.blocked(p, now) {
 			continue
 		}
 		cp := t.copies[0]

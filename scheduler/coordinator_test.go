@@ -669,3 +669,105 @@ func TestEnded(t *testing.T) {
 		t.Fatalf("views say %+v", fromViews)
 	}
 }
+
+// TestDeclinesBackOff: a peer that declines a task twice is held back from
+// it for a while, not for good. The job's reasons say so while it waits;
+// after the backoff the peer is asked again, takes the task and the job
+// completes. A peer excluded after a failure stays excluded.
+func TestDeclinesBackOff(t *testing.T) {
+	c := newCoord(func(cfg *Config) { cfg.HeartbeatTimeout = time.Hour })
+	table := []Entry{entry(t, 0), entry(t, 1)}
+	busy, failed := table[0].Peer, table[1].Peer
+	c.Tick(t0, table)
+	now := t0
+	a := split(must(c.Submit(now, noopJob(t, "j", 1, `, "maxAttempts": 3`))))
+	// failed takes the task first and fails it: it is excluded for good.
+	bids := map[peer.ID]*pb.Bid{failed: {Accept: true, Slots: 1}}
+	a = split(c.OnBids(now, a.bids[0], bids))
+	if len(a.assigns) != 1 || a.assigns[0].Peer != failed {
+		t.Fatalf("assigns = %+v", a.assigns)
+	}
+	a = split(c.OnAttemptFailed(now, a.assigns[0].TaskID, a.assigns[0].Attempt, failed, "boom"))
+	// busy declines the task twice.
+	decline := func(a acts) acts {
+		t.Helper()
+		if len(a.bids) != 1 || !slices.Equal(a.bids[0].Peers, []peer.ID{busy}) {
+			t.Fatalf("bids = %+v, want a round asking only %s", a.bids, busy)
+		}
+		a = split(c.OnBids(now, a.bids[0], acceptAll(a.bids[0], 1)))
+		if len(a.assigns) != 1 || a.assigns[0].Peer != busy {
+			t.Fatalf("assigns = %+v", a.assigns)
+		}
+		as := a.assigns[0]
+		return split(c.OnAssignReply(now, as.TaskID, as.Attempt, busy, false, "busy with another job"))
+	}
+	a = decline(a)
+	a = decline(a)
+	if len(a.bids) != 0 {
+		t.Fatalf("asked a peer that just declined twice: %+v", a.bids)
+	}
+	wantReasons := func(want ...string) {
+		t.Helper()
+		j := mustJob(t, c, "j")
+		if j.Status != api.JobRunning || j.Tasks[0].Status != api.TaskPending || !slices.Equal(j.Reasons, want) {
+			t.Fatalf("job %s, task %s, reasons %q; want running, pending, %q", j.Status, j.Tasks[0].Status, j.Reasons, want)
+		}
+	}
+	wantReasons("1 peer declined recently; retrying in 4s", "1 peer is excluded after failing these tasks")
+	if rc := c.Rejections("j"); rc[ReasonDeclinedRecently] != 1 || rc[ReasonExcludedAfterFailure] != 1 {
+		t.Fatalf("rejection counts = %v", rc)
+	}
+	// Waiting: no round, and the reason counts down.
+	now = now.Add(2500 * time.Millisecond)
+	if a = split(c.Tick(now, table)); len(a.bids) != 0 {
+		t.Fatalf("asked during the backoff: %+v", a.bids)
+	}
+	wantReasons("1 peer declined recently; retrying in 2s", "1 peer is excluded after failing these tasks")
+	// A third decline after the backoff doubles it.
+	now = t0.Add(declineBackoff)
+	a = decline(split(c.Tick(now, table)))
+	wantReasons("1 peer declined recently; retrying in 8s", "1 peer is excluded after failing these tasks")
+	now = now.Add(8*time.Second - time.Millisecond)
+	if a = split(c.Tick(now, table)); len(a.bids) != 0 {
+		t.Fatalf("asked during the doubled backoff: %+v", a.bids)
+	}
+	// Past it the peer is asked again, takes the task, and the job
+	// completes; the failed peer is never asked.
+	now = now.Add(time.Millisecond)
+	a = split(c.Tick(now, table))
+	if len(a.bids) != 1 || !slices.Equal(a.bids[0].Peers, []peer.ID{busy}) {
+		t.Fatalf("bids = %+v, want a round asking only %s", a.bids, busy)
+	}
+	a = split(c.OnBids(now, a.bids[0], acceptAll(a.bids[0], 1)))
+	if len(a.assigns) != 1 || a.assigns[0].Peer != busy || a.assigns[0].Attempt != 5 {
+		t.Fatalf("assigns = %+v, want attempt 5 on %s", a.assigns, busy)
+	}
+	s := &sim{c: c, now: now, table: table, completed: map[string]int{}, assembled: map[string]int{}}
+	s.apply([]Action{a.assigns[0]})
+	if j := mustJob(t, c, "j"); j.Status != api.JobCompleted || len(j.Reasons) != 0 {
+		t.Fatalf("job %s, reasons %q", j.Status, j.Reasons)
+	}
+}
+
+// TestDeclineBackoffCapped: the first decline holds nothing back; from the
+// second, the hold-back doubles per decline up to maxDeclineBackoff.
+func TestDeclineBackoffCapped(t *testing.T) {
+	tk := &task{declined: map[peer.ID]declines{}}
+	p := testPeer(t, 0)
+	tk.declinedBy(p, t0)
+	if u := tk.heldBack(p, t0); !u.IsZero() {
+		t.Fatalf("one decline holds the peer back until %v", u)
+	}
+	var got []time.Duration
+	for range 7 {
+		tk.declinedBy(p, t0)
+		got = append(got, tk.heldBack(p, t0).Sub(t0))
+	}
+	want := []time.Duration{4 * time.Second, 8 * time.Second, 16 * time.Second, 32 * time.Second, time.Minute, time.Minute, time.Minute}
+	if !slices.Equal(got, want) {
+		t.Fatalf("backoffs %v, want %v", got, want)
+	}
+	if !tk.heldBack(p, t0.Add(maxDeclineBackoff)).IsZero() || tk.heldBack(p, t0.Add(maxDeclineBackoff-1)).IsZero() {
+		t.Fatal("held back past the backoff, or not during it")
+	}
+}

@@ -104,7 +104,7 @@ type task struct {
 	failures    int
 	specCopies  int
 	excluded    map[peer.ID]bool
-	declined    map[peer.ID]int
+	declined    map[peer.ID]declines
 	copies      []*attemptCopy // changed with addCopy, removeCopy, clearCopies
 	fetching    *resultRef
 	backup      *resultRef
@@ -118,9 +118,43 @@ type task struct {
 	shown       shownText // memo of view's text forms
 }
 
-// maxDeclines: a peer that declines a task's assignment this often is no
-// longer asked for it (it keeps bidding but never takes it).
-const maxDeclines = 2
+// A peer that bid may still decline the assignment: its slot went to
+// another job meanwhile. That is no failure, but asking it again at once
+// tends to get the same answer, so from its maxDeclines-th decline of a
+// task the peer is held back from that task for declineBackoff, doubled
+// with each further decline up to maxDeclineBackoff (on the coordinator's
+// clock), then asked again. It used to be held back for good: a task whose
+// only eligible peer had declined it twice waited for the job's timeout.
+const (
+	maxDeclines       = 2
+	declineBackoff    = 4 * time.Second
+	maxDeclineBackoff = time.Minute
+)
+
+// declines is a peer's record of declining one task.
+type declines struct {
+	n     int       // how often
+	until time.Time // held back from the task until then (zero: not held back)
+}
+
+// declinedBy records that p declined the task at now.
+func (t *task) declinedBy(p peer.ID, now time.Time) {
+	d := t.declined[p]
+	d.n++
+	if d.n >= maxDeclines {
+		d.until = now.Add(min(declineBackoff<<min(d.n-maxDeclines, 16), maxDeclineBackoff))
+	}
+	t.declined[p] = d
+}
+
+// heldBack returns when p's declines stop holding it back from the task,
+// or the zero time if they do not at now.
+func (t *task) heldBack(p peer.ID, now time.Time) time.Time {
+	if u := t.declined[p].until; now.Before(u) {
+		return u
+	}
+	return time.Time{}
+}
 
 // needsPlacement: no live copy and no result, or a straggler that wants a
 // speculative copy.
@@ -131,11 +165,12 @@ func (t *task) needsPlacement() bool {
 	return t.status == api.TaskPending
 }
 
-// blocked says whether p must not get this task now.
-func (t *task) blocked(p peer.ID) bool {
-	if t.excluded[p] || t.declined[p] >= maxDeclines {
-		return true
-	}
+// blocked says whether p must not get this task at now.
+func (t *task) blocked(p peer.ID, now time.Time) bool {
+	return t.excluded[p] || t.hasCopyOn(p) || !t.heldBack(p, now).IsZero()
+}
+
+func (t *task) hasCopyOn(p peer.ID) bool {
 	for _, cp := range t.copies {
 		if cp.peer == p {
 			return true

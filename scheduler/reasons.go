@@ -33,6 +33,10 @@ const (
 	ReasonBadRequest           Reason = "bad-request" // provider: the request is malformed
 	ReasonNoBid                Reason = "no-bid"      // submitter: no answer within the bid timeout
 	ReasonDeclined             Reason = "declined"    // submitter: a bid or assignment said no
+	// ReasonDeclinedRecently (submitter): the peer declined the
+	// assignment of every task left to place often enough to be held
+	// back from them for a while; it is asked again after that.
+	ReasonDeclinedRecently Reason = "declined-recently"
 )
 
 // phrases turn a reason into "N peers <phrase>".
@@ -56,6 +60,7 @@ var phrases = map[Reason][2]string{ // singular, plural
 	ReasonBadRequest:           {"found the request malformed", "found the request malformed"},
 	ReasonNoBid:                {"did not answer the bid request in time", "did not answer the bid request in time"},
 	ReasonDeclined:             {"declined", "declined"},
+	ReasonDeclinedRecently:     {"declined recently", "declined recently"},
 }
 
 // Phrase returns "1 peer lacks a GPU" / "3 peers lack a GPU".
