@@ -123,8 +123,8 @@ type task struct {
 // tends to get the same answer, so from its maxDeclines-th decline of a
 // task the peer is held back from that task for declineBackoff, doubled
 // with each further decline up to maxDeclineBackoff (on the coordinator's
-// clock), then asked again. It used to be held back for good: a task whose
-// only eligible peer had declined it twice waited for the job's timeout.
+// clock), then asked again: held back for good, a task whose only eligible
+// peer had declined it twice would wait for the job's timeout.
 const (
 	maxDeclines       = 2
 	declineBackoff    = 4 * time.Second
