@@ -325,12 +325,17 @@ func (c *Coordinator) place(now time.Time, j *job) []Action {
 				}
 			}
 			line := ReasonDeclinedRecently.Phrase(len(ps))
-			// Whole seconds, rounded up: the line changes once a second
-			// while the job waits, not on every Tick.
-			wait := (first.Sub(now) + time.Second - 1).Truncate(time.Second)
+			// A clock time, not a countdown: the line stays the same while
+			// the job waits. Each change of a job's reasons is a job event
+			// and a snapshot of the whole job, and a countdown changed
+			// every second for up to a minute.
+			at := first.UTC().Truncate(time.Second)
+			if at.Before(first) {
+				at = at.Add(time.Second)
+			}
 			for k := range reasons {
 				if reasons[k] == line {
-					reasons[k] += fmt.Sprintf("; retrying in %s", wait)
+					reasons[k] += "; asked again at " + at.Format("15:04:05Z")
 				}
 			}
 		}

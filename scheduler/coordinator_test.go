@@ -713,20 +713,23 @@ func TestDeclinesBackOff(t *testing.T) {
 			t.Fatalf("job %s, task %s, reasons %q; want running, pending, %q", j.Status, j.Tasks[0].Status, j.Reasons, want)
 		}
 	}
-	wantReasons("1 peer declined recently; retrying in 4s", "1 peer is excluded after failing these tasks")
+	at := func(d time.Duration) string {
+		return "1 peer declined recently; asked again at " + t0.Add(d).UTC().Format("15:04:05Z")
+	}
+	wantReasons(at(declineBackoff), "1 peer is excluded after failing these tasks")
 	if rc := c.Rejections("j"); rc[ReasonDeclinedRecently] != 1 || rc[ReasonExcludedAfterFailure] != 1 {
 		t.Fatalf("rejection counts = %v", rc)
 	}
-	// Waiting: no round, and the reason counts down.
+	// Waiting: no round, and the reason stays the same.
 	now = now.Add(2500 * time.Millisecond)
 	if a = split(c.Tick(now, table)); len(a.bids) != 0 {
 		t.Fatalf("asked during the backoff: %+v", a.bids)
 	}
-	wantReasons("1 peer declined recently; retrying in 2s", "1 peer is excluded after failing these tasks")
+	wantReasons(at(declineBackoff), "1 peer is excluded after failing these tasks")
 	// A third decline after the backoff doubles it.
 	now = t0.Add(declineBackoff)
 	a = decline(split(c.Tick(now, table)))
-	wantReasons("1 peer declined recently; retrying in 8s", "1 peer is excluded after failing these tasks")
+	wantReasons(at(declineBackoff+2*declineBackoff), "1 peer is excluded after failing these tasks")
 	now = now.Add(8*time.Second - time.Millisecond)
 	if a = split(c.Tick(now, table)); len(a.bids) != 0 {
 		t.Fatalf("asked during the doubled backoff: %+v", a.bids)
