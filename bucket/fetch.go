@@ -60,6 +60,12 @@ func (s *Store) Fetch(ctx context.Context, root cid.Cid, from peer.ID, maxBytes 
 	if err != nil && ctx.Err() != nil {
 		return fmt.Errorf("fetch %s from %s: %w", root, from, ctx.Err())
 	}
+	if errors.Is(err, errFetchStore) {
+		// Blocks the verifier accepted were not stored: the bitswap
+		// fallback would not ask for them again and the pin would cover a
+		// DAG with holes.
+		return fmt.Errorf("fetch %s from %s: %w", root, from, err)
+	}
 	if errors.Is(err, ErrCorruptBlock) || errors.Is(err, ErrTooLarge) || errors.Is(err, ErrUnsupported) {
 		log.Warn("fetch refused peer data", "err", err, "blocks", v.blocks, "bytes", v.total)
 		return fmt.Errorf("fetch %s from %s: %w", root, from, err)
@@ -82,6 +88,9 @@ func (s *Store) Fetch(ctx context.Context, root cid.Cid, from peer.ID, maxBytes 
 		"MBps", float64(v.total)/1e6/max(d.Seconds(), 1e-9))
 	return nil
 }
+
+// errFetchStore: fetchCAR could not store blocks it had verified.
+var errFetchStore = errors.New("store fetched blocks")
 
 // fetchCAR runs the primary path: one stream, one CAR. Every verified
 // block is stored and held in hold.
@@ -155,7 +164,7 @@ func (s *Store) fetchCAR(ctx context.Context, root cid.Cid, from peer.ID, v *dag
 	}
 	emit := func(reg carRegion) error {
 		if p := werr.Load(); p != nil {
-			return fmt.Errorf("store fetched blocks: %w", *p)
+			return fmt.Errorf("%w: %w", errFetchStore, *p)
 		}
 		select {
 		case regions <- reg:
@@ -171,8 +180,10 @@ func (s *Store) fetchCAR(ctx context.Context, root cid.Cid, from peer.ID, v *dag
 	for b := range free {
 		putFetchSlab(b)
 	}
-	if p := werr.Load(); p != nil && err == nil {
-		err = fmt.Errorf("store fetched blocks: %w", *p)
+	// Also after a stream error: a region queued before it may have
+	// failed to store, and the fallback must not take its blocks as had.
+	if p := werr.Load(); p != nil && !errors.Is(err, errFetchStore) {
+		err = errors.Join(err, fmt.Errorf("%w: %w", errFetchStore, *p))
 	}
 	if err != nil {
 		st.Reset()
