@@ -26,6 +26,10 @@ func probeGPUsSMI(ctx context.Context) []*pb.GPU {
 	return parseSMI(string(out))
 }
 
+// maxGPUMiB bounds a GPU's memory as nvidia-smi reports it (1 PiB: far
+// past any GPU, far below where bytes overflow int64).
+const maxGPUMiB = 1 << 30
+
 func parseSMI(out string) []*pb.GPU {
 	var gpus []*pb.GPU
 	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
@@ -34,7 +38,8 @@ func parseSMI(out string) []*pb.GPU {
 			continue
 		}
 		mib, err := strconv.ParseInt(strings.TrimSpace(f[1]), 10, 64)
-		if err != nil || mib < 0 {
+		// Past maxGPUMiB, mib<<20 would overflow into a negative size.
+		if err != nil || mib < 0 || mib > maxGPUMiB {
 			continue
 		}
 		gpus = append(gpus, &pb.GPU{Name: strings.TrimSpace(f[0]), Memory: mib << 20, Uuid: strings.TrimSpace(f[2])})
