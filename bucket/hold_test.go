@@ -104,33 +104,7 @@ func TestSlowFetchDoesNotStallGC(t *testing.T) {
 			<-stalled
 			<-stored // the client has appended its first batch
 
-			// Deadlock detectors only: nothing here waits on the network.
-			const stuck = 20 * time.Second
-			gcDone := make(chan error, 1)
-			var gcStats GCStats
-			go func() {
-				var err error
-				gcStats, err = cli.GC(ctx)
-				gcDone <- err
-			}()
-			imported := make(chan error, 1)
-			go func() {
-				_, _, err := cli.ImportFiles(ctx, map[string][]byte{"other": []byte("another task's output")})
-				imported <- err
-			}()
-			for _, w := range []struct {
-				what string
-				c    chan error
-			}{{"GC", gcDone}, {"import", imported}} {
-				select {
-				case err := <-w.c:
-					if err != nil {
-						t.Fatalf("%s during the stalled fetch: %v", w.what, err)
-					}
-				case <-time.After(stuck):
-					t.Fatalf("%s did not finish within %s while a fetch was stalled on its peer", w.what, stuck)
-				}
-			}
+			gcStats := gcAndImportWhile(t, ctx, cli, "a fetch was stalled on its peer")
 			t.Logf("GC during the stalled fetch: %+v", gcStats)
 			select {
 			case err := <-fetched:
@@ -260,7 +234,29 @@ func TestSlowURLDoesNotStallGC(t *testing.T) {
 	<-stalled
 	<-stored // the download stored its first batch
 
-	const stuck = 20 * time.Second // deadlock detector only
+	gcStats := gcAndImportWhile(t, ctx, s, "a URL download was stalled")
+	t.Logf("GC during the stalled download: %+v", gcStats)
+	unstall()
+	var res result
+	select {
+	case res = <-fetched:
+		if res.err != nil {
+			t.Fatalf("FetchURL: %v", res.err)
+		}
+	case <-time.After(2 * stuck):
+		t.Fatal("FetchURL did not finish after the server resumed")
+	}
+	checkFetched(t, s, res.root, map[string][]byte{"big.bin": data})
+}
+
+// stuck is a deadlock detector only: nothing the tests wait for within it
+// waits on the network.
+const stuck = 20 * time.Second
+
+// gcAndImportWhile runs a GC and an import on s while something (what)
+// waits on the network, and fails unless both finish within stuck.
+func gcAndImportWhile(t *testing.T, ctx context.Context, s *Store, what string) GCStats {
+	t.Helper()
 	gcDone := make(chan error, 1)
 	var gcStats GCStats
 	go func() {
@@ -280,22 +276,11 @@ func TestSlowURLDoesNotStallGC(t *testing.T) {
 		select {
 		case err := <-w.c:
 			if err != nil {
-				t.Fatalf("%s during the stalled download: %v", w.what, err)
+				t.Fatalf("%s while %s: %v", w.what, what, err)
 			}
 		case <-time.After(stuck):
-			t.Fatalf("%s did not finish within %s while a URL download was stalled", w.what, stuck)
+			t.Fatalf("%s did not finish within %s while %s", w.what, stuck, what)
 		}
 	}
-	t.Logf("GC during the stalled download: %+v", gcStats)
-	unstall()
-	var res result
-	select {
-	case res = <-fetched:
-		if res.err != nil {
-			t.Fatalf("FetchURL: %v", res.err)
-		}
-	case <-time.After(2 * stuck):
-		t.Fatal("FetchURL did not finish after the server resumed")
-	}
-	checkFetched(t, s, res.root, map[string][]byte{"big.bin": data})
+	return gcStats
 }

@@ -1,7 +1,6 @@
 package node
 
 import (
-	"bufio"
 	"context"
 	"crypto/rand"
 	"math"
@@ -67,23 +66,15 @@ func TestHostileSyncPeerCannotFloodTable(t *testing.T) {
 	}
 
 	h, hkey := hostileHost(t)
-	var served atomic.Int64
 	var seq atomic.Uint64
 	seq.Store(uint64(time.Now().UnixMicro()))
-	h.SetStreamHandler(protocol.TableProtocol, func(s network.Stream) {
-		defer s.Close()
-		var req pb.TableRequest
-		if err := protocol.ReadMsg(bufio.NewReader(s), protocol.MaxTableRequest, &req); err != nil {
-			_ = s.Reset()
-			return
-		}
-		served.Add(1)
+	served := tableServer(t, h, func() []*pb.SignedAd {
 		ads := []*pb.SignedAd{signedTestAd(t, hkey, seq.Add(1))}
 		for i := 0; i < maxAdsPerSync; i++ {
 			k, _, _ := crypto.GenerateEd25519Key(rand.Reader)
 			ads = append(ads, signedTestAd(t, k, 1))
 		}
-		_ = protocol.WriteMsg(s, &pb.TableResponse{Ads: ads})
+		return ads
 	})
 	start := time.Now()
 	if err := a.Connect(ctx, h.Addrs()[0].String()+"/p2p/"+h.ID().String()); err != nil {

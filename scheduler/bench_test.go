@@ -53,16 +53,7 @@ func bigJob(tb testing.TB, id string, n int) JobRecord {
 	body := fmt.Sprintf(`{"templateID": "noop", "params": {"partitioner": {"num_replicas": %d}}}`, n)
 	lim := jobspec.DefaultLimits()
 	lim.MaxTasks = max(n, lim.MaxTasks)
-	s, err := jobspec.Parse([]byte(body), jobspec.Builtin(), lim)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	s.SetSeed(1)
-	tasks, err := jobspec.Partition(s, nil, nil)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return NewJobRecord(id, s, tasks)
+	return recordWith(tb, id, body, lim)
 }
 
 func runBenchJob(b *testing.B, rec JobRecord, table []Entry) (int, *Coordinator) {

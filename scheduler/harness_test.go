@@ -72,7 +72,13 @@ func entry(tb testing.TB, i int, opts ...adOpt) Entry {
 // record parses a job body with the built-in templates and partitions it.
 func record(tb testing.TB, id, body string) JobRecord {
 	tb.Helper()
-	s, err := jobspec.Parse([]byte(body), jobspec.Builtin(), jobspec.DefaultLimits())
+	return recordWith(tb, id, body, jobspec.DefaultLimits())
+}
+
+// recordWith is record under lim.
+func recordWith(tb testing.TB, id, body string, lim jobspec.Limits) JobRecord {
+	tb.Helper()
+	s, err := jobspec.Parse([]byte(body), jobspec.Builtin(), lim)
 	if err != nil {
 		tb.Fatal(err)
 	}
