@@ -97,7 +97,7 @@ const parallelEntries = 64
 func (s *Store) entryLinks(ctx context.Context, entries []Entry, workers int) ([]*ipld.Link, error) {
 	links := make([]*ipld.Link, len(entries), len(entries)+1)
 	errs := make([]error, len(entries))
-	check := func(ctx context.Context, i int) error {
+	check := func(i int) error {
 		nd, err := s.checkComplete(ctx, entries[i].Root)
 		if err == nil {
 			links[i], err = namedLink(entries[i].Name, nd)
@@ -109,7 +109,7 @@ func (s *Store) entryLinks(ctx context.Context, entries []Entry, workers int) ([
 	}
 	if workers <= 1 {
 		for i := range entries {
-			if err := check(ctx, i); err != nil {
+			if err := check(i); err != nil {
 				return nil, err
 			}
 		}
@@ -131,7 +131,7 @@ func (s *Store) entryLinks(ctx context.Context, entries []Entry, workers int) ([
 				if i >= len(entries) {
 					return
 				}
-				if check(ctx, i) != nil {
+				if check(i) != nil {
 					stop.Store(true)
 					return
 				}

@@ -87,13 +87,7 @@ func TestSlowFetchDoesNotStallGC(t *testing.T) {
 			if err := cli.Unpin(ctx, garbage); err != nil {
 				t.Fatal(err)
 			}
-			stored := make(chan struct{}, 1)
-			cli.testHookFetchStored = func() {
-				select {
-				case stored <- struct{}{}:
-				default:
-				}
-			}
+			stored := storedSignal(cli)
 			stalled, release := stallingProvider(prov, 6<<20, breakStream)
 			var releaseOnce sync.Once
 			unstall := func() { releaseOnce.Do(func() { close(release) }) }
@@ -165,13 +159,7 @@ func TestFailedFetchReleasesHold(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	stored := make(chan struct{}, 1)
-	cli.testHookFetchStored = func() {
-		select {
-		case stored <- struct{}{}:
-		default:
-		}
-	}
+	stored := storedSignal(cli)
 	stalled, release := stallingProvider(prov, 6<<20, true)
 	defer close(release)
 	fctx, cancel := context.WithCancel(ctx)
@@ -214,13 +202,7 @@ func TestSlowURLDoesNotStallGC(t *testing.T) {
 	}))
 	defer srv.Close()
 	defer unstall() // before srv.Close, which waits for the handler
-	stored := make(chan struct{}, 1)
-	s.testHookFetchStored = func() {
-		select {
-		case stored <- struct{}{}:
-		default:
-		}
-	}
+	stored := storedSignal(s)
 	ctx := context.Background()
 	type result struct {
 		root cid.Cid
@@ -283,4 +265,17 @@ func gcAndImportWhile(t *testing.T, ctx context.Context, s *Store, what string) 
 		}
 	}
 	return gcStats
+}
+
+// storedSignal returns a channel that receives when s has stored a batch
+// of a fetch or download (at most one signal waits; more are dropped).
+func storedSignal(s *Store) <-chan struct{} {
+	stored := make(chan struct{}, 1)
+	s.testHookFetchStored = func() {
+		select {
+		case stored <- struct{}{}:
+		default:
+		}
+	}
+	return stored
 }

